@@ -1,0 +1,61 @@
+"""Session-scoped tiny random models (OWL-ViT, OWLv2, CLIP) and the offline CLIP tokenizer.
+
+Built once per cache dir (env ROS2_OWL_TEST_CACHE, default <repo>/.cache/test-models) from
+transformers configs with fixed seeds, saved with save_pretrained and returned as directories
+so tests load them through the real from_pretrained path.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("ROS2_OWL_TEST_CACHE") or REPO_ROOT / ".cache" / "test-models")
+
+
+@pytest.fixture(scope="session")
+def model_cache_dir() -> Path:
+    """Directory holding the cached random test models."""
+    path = _cache_dir()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_owlvit_dir(model_cache_dir: Path) -> Path:
+    """Tiny random OWL-ViT (hidden 32/48, 2 layers, 96 px, patch 16) saved with save_pretrained."""
+    from ros2_owl.models.random_init import ensure_random_model
+
+    return ensure_random_model("tiny-owlvit", model_cache_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_owlv2_dir(model_cache_dir: Path) -> Path:
+    """Tiny random OWLv2 (hidden 32/48, 2 layers, 96 px, patch 16) saved with save_pretrained."""
+    from ros2_owl.models.random_init import ensure_random_model
+
+    return ensure_random_model("tiny-owlv2", model_cache_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(model_cache_dir: Path) -> Path:
+    """Tiny random CLIP (hidden 32/48, 2 layers, 64 px, patch 16) saved with save_pretrained."""
+    from ros2_owl.models.random_init import ensure_random_model
+
+    return ensure_random_model("tiny-clip", model_cache_dir)
+
+
+@pytest.fixture(scope="session")
+def clip_tokenizer(model_cache_dir: Path):
+    """The real CLIP BPE tokenizer rebuilt offline, reloaded through from_pretrained."""
+    from transformers import CLIPTokenizer
+
+    from ros2_owl.models.random_init import ensure_clip_tokenizer_dir
+
+    return CLIPTokenizer.from_pretrained(ensure_clip_tokenizer_dir(model_cache_dir))
