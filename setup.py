@@ -1,0 +1,33 @@
+"""pip install . gives the ROS-free core (prompt, predictor, backends, `ros2-owl` CLI).
+
+ROS users build the same sources with colcon (CMakeLists.txt): that path also generates the
+ros2_owl.msg / ros2_owl.srv interfaces, which pip cannot build.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="ros2-owl",
+    version="0.1.0",
+    description="Open-vocabulary tree detection (OWL-ViT / OWLv2 + CLIP), with a ROS 2 node",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["ros2_owl", "ros2_owl.*"]),
+    install_requires=[
+        "numpy>=1.24",
+        "pillow>=9",
+        # Install torch yourself first if you need a specific (CPU or CUDA) build.
+        "torch>=2.1",
+        "transformers>=5.0",
+        "safetensors",
+    ],
+    extras_require={
+        "onnx": ["onnx", "onnxruntime", "onnxscript"],
+        "owlv2": ["scipy"],
+        # colcon with new setuptools ignores tests_require: declare test deps as an extra.
+        "test": ["pytest", "hypothesis", "ruff"],
+    },
+    entry_points={"console_scripts": ["ros2-owl = ros2_owl.cli:main"]},
+)

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Sets up a development/CI machine: a venv with the pinned Python stack and the colcon
+# workspace in .ws/ (interfaces + Python sources). Idempotent: a second run only rebuilds.
+#
+# Without a sourced ROS 2, ROS 2 Kilted comes from PyPI wheels into the venv. With a sourced
+# ROS 2 (ROS_DISTRO set and rclpy importable), the venv sees the system packages instead.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# The venv lives outside the checkout: CMake refuses include dirs inside a package's source dir.
+venv="${ROS2_OWL_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/ros2_owl/venv-$(printf %s "$repo" | sha256sum | cut -c1-10)}"
+ws="$repo/.ws"
+constraints="$repo/requirements/constraints.txt"
+log() { printf '[setup] %s\n' "$*"; }
+
+system_ros=0
+if [ -n "${ROS_DISTRO:-}" ] && python3 -c "import rclpy" >/dev/null 2>&1; then
+  system_ros=1
+  log "using the sourced ROS 2 $ROS_DISTRO"
+fi
+
+# 1. The venv, reinstalled only when the pinned requirements change.
+stamp="$venv/.ros2_owl_requirements"
+want="$(cat "$constraints" "$repo"/requirements/*.txt | sha256sum | cut -c1-16)-$system_ros"
+if [ ! -x "$venv/bin/python" ]; then
+  log "creating venv $venv"
+  if [ "$system_ros" = 1 ]; then python3 -m venv --system-site-packages "$venv"; else python3 -m venv "$venv"; fi
+fi
+# shellcheck disable=SC1091
+. "$venv/bin/activate"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  pipq() { python -m pip install -q --disable-pip-version-check -c "$constraints" "$@" 2>&1 \
+             | grep -v "is ignored: it is neither a file nor a directory" || true; }
+  log "installing setuptools pin (setuptools >= 80 breaks colcon-core)"
+  pipq "setuptools>=77.0.3,<80"
+  log "installing torch==2.13.0 (CPU build) before anything that depends on torch"
+  pipq torch==2.13.0
+  if [ "$system_ros" = 0 ]; then
+    log "installing ROS 2 Kilted wheels"
+    pipq -r "$repo/requirements/ros-wheels.txt"
+  fi
+  log "installing the model and test stack"
+  pipq -r "$repo/requirements/dev.txt"
+  python - <<'PY'
+import torch, transformers, rclpy  # noqa: F401  fail here, not in the tests, when a pin broke
+assert torch.__version__.startswith("2.13.0"), torch.__version__
+assert not torch.version.cuda, "a CUDA torch was pulled in; only the CPU build is allowed here"
+PY
+  echo "$want" > "$stamp"
+fi
+
+if [ "$system_ros" = 0 ]; then
+  # 2. The wheels' exported CMake files name the include dirs of the machine that built them.
+  py_inc="$(python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+  np_inc="$(python -c 'import numpy; print(numpy.get_include())')"
+  grep -rl "/opt/python/cp311-cp311" "$venv"/share/*/cmake/ 2>/dev/null | while read -r f; do
+    sed -i -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$np_inc#g" \
+           -e "s#/opt/python/cp311-cp311/include/python3.11#$py_inc#g" "$f"
+  done
+  # 3. colcon and rosidl find the wheel-installed packages through the venv prefix.
+  export AMENT_PREFIX_PATH="$venv${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
+fi
+
+# 4. The workspace: ros2_owl, plus the vision_msgs test fixture where no vision_msgs exists.
+paths=("$repo")
+# A vision_msgs found only inside our own .ws is the fixture from an earlier run, not a real one.
+found="$(python -c 'import vision_msgs; print(vision_msgs.__file__)' 2>/dev/null || true)"
+if [ -n "$found" ] && [[ "$found" != "$ws"/* ]]; then
+  log "vision_msgs found at $found: not building the test fixture"
+else
+  paths+=("$repo/test/fixtures/vision_msgs")
+fi
+log "colcon build (${#paths[@]} package paths)"
+(cd "$repo" && colcon --log-base "$ws/log" build --base-paths "${paths[@]}" \
+    --build-base "$ws/build" --install-base "$ws/install" --merge-install --symlink-install \
+    --event-handlers console_direct- summary+ --cmake-args -DBUILD_TESTING=OFF -Wno-dev)
+log "done: source tools/env.sh to use it"
