@@ -1,12 +1,28 @@
-"""Image-encoder backends behind one factory (torch now; ONNX Runtime / TensorRT are added here)."""
+"""Image-encoder backends behind one factory: torch, onnxruntime, tensorrt.
+
+The predictor asks ``make_image_encoder`` for a backend and never learns which runs. ONNX
+Runtime and TensorRT run graphs exported from the same torch module, verified against it at
+export/build time and cached (see ``cache.py`` for the location and keying). Their packages
+are imported only when asked for; a missing runtime raises BackendError naming the fallback.
+"""
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
-from .base import BackendError, ImageEncoderBackend, TorchImageEncoder
+from .base import BackendError, ImageEncoderBackend, TorchImageEncoder, parse_dtype
 
-__all__ = ["BackendError", "ImageEncoderBackend", "TorchImageEncoder", "make_image_encoder"]
+__all__ = [
+    "BACKENDS",
+    "BackendError",
+    "ImageEncoderBackend",
+    "TorchImageEncoder",
+    "make_image_encoder",
+]
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
 
 def make_image_encoder(
@@ -18,8 +34,93 @@ def make_image_encoder(
     dtype: str = "float32",
     cache_dir: str | None = None,
     max_batch: int = 8,
+    force: bool = False,
+    on_invalid: str = "rebuild",
+    progress=None,
 ) -> ImageEncoderBackend:
-    """Build the named backend for an encoder module (model_id/cache_dir key exported artefacts)."""
+    """Build the named backend for an encoder module (model_id/cache_dir key exported artefacts).
+
+    ``on_invalid``: what a stale or corrupted cached artefact does — "rebuild" (log a warning,
+    delete it, export/build again) or "error" (raise CacheError with the reason).
+    """
     if backend == "torch":
         return TorchImageEncoder(module, device=device, dtype=dtype)
-    raise BackendError(f"unknown backend {backend!r}; available here: torch")
+    if backend not in BACKENDS:
+        raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if on_invalid not in ("rebuild", "error"):
+        raise BackendError(f"on_invalid must be 'rebuild' or 'error', not {on_invalid!r}")
+    if max_batch < 1:
+        raise BackendError(f"max_batch must be >= 1, got {max_batch}")
+    from .cache import ArtefactCache
+
+    cache = ArtefactCache(cache_dir)
+    dt = parse_dtype(dtype)
+    dev = torch.device(device)
+    if backend == "onnxruntime":
+        return _make_onnxruntime(
+            module, model_id, dev, dt, cache, max_batch, force, on_invalid, progress
+        )
+    from .tensorrt_backend import make_tensorrt_encoder
+
+    if dt == torch.bfloat16:
+        raise BackendError(
+            "backend 'tensorrt' builds float16 or float32 engines; for bfloat16 use "
+            "backend='torch' with dtype='bfloat16'"
+        )
+    return make_tensorrt_encoder(
+        module,
+        model_id=model_id,
+        device=dev,
+        dtype=dt,
+        cache=cache,
+        max_batch=max_batch,
+        force=force,
+        on_invalid=on_invalid,
+        progress=progress,
+    )
+
+
+def on_device(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """The module itself when already there, else a copy: the caller's module is never moved."""
+    from .export import module_device_dtype
+
+    cur_dev, cur_dt = module_device_dtype(module)
+    if cur_dev.type == device.type and cur_dt == dtype:
+        return module.eval()
+    return copy.deepcopy(module).to(device=device, dtype=dtype).eval()
+
+
+def _make_onnxruntime(module, model_id, dev, dt, cache, max_batch, force, on_invalid, progress):
+    """Export (or reuse) the verified ONNX graph, then open an ORT session on it."""
+    from .export import export_cached
+    from .onnxruntime_backend import OnnxRuntimeImageEncoder, choose_providers, import_onnxruntime
+
+    ort = import_onnxruntime()
+    choose_providers(dev, ort.get_available_providers())  # clear error before a long export
+    if dt == torch.bfloat16:
+        raise BackendError(
+            "backend 'onnxruntime' runs float32 (or float16 on CUDA); for bfloat16 use "
+            "backend='torch' with dtype='bfloat16'"
+        )
+    if dt == torch.float16 and dev.type != "cuda":
+        raise BackendError(
+            "backend 'onnxruntime' runs float16 only on CUDA; on CPU use dtype='float32', or "
+            "backend='torch' with dtype='bfloat16' for reduced precision"
+        )
+    # The graph is traced in the dtype it will run in; fp16 is traced on the GPU.
+    module = on_device(module, dev if dt == torch.float16 else torch.device("cpu"), dt)
+    entry = export_cached(
+        module,
+        model_id=model_id,
+        cache=cache,
+        max_batch=max_batch,
+        force=force,
+        on_invalid=on_invalid,
+        progress=progress,
+    )
+    return OnnxRuntimeImageEncoder(
+        entry.path,
+        device=dev,
+        output_names=module.output_names,
+        image_size=module.image_size,
+    )
