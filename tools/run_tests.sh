@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The project's test command (README, .ci/run): set up or refresh the environment, lint,
+# then run every test. Fails when any test fails or when no test ran.
+# Extra arguments go to pytest, e.g. `bash tools/run_tests.sh test/test_prompt.py -x`.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+bash tools/setup.sh
+# shellcheck disable=SC1091
+. tools/env.sh
+export ROS2_OWL_REQUIRE_ROS=1   # ROS tests fail instead of skipping if rclpy is missing
+
+echo "[test] ruff check + format check"
+ruff check .
+ruff format --check .
+
+echo "[test] pytest (ROS_DOMAIN_ID is randomised per run)"
+set +e
+pytest "$@"
+code=$?
+set -e
+if [ "$code" = 5 ]; then
+  echo "[test] FAILED: pytest collected no tests" >&2
+  exit 1
+fi
+exit "$code"
