@@ -4,13 +4,15 @@ ROS users build the same sources with colcon (CMakeLists.txt): that path also ge
 ros2_owl.msg / ros2_owl.srv interfaces, which pip cannot build.
 """
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 setup(
     name="ros2-owl",
     version="0.1.0",
     description="Open-vocabulary tree detection (OWL-ViT / OWLv2 + CLIP), with a ROS 2 node",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=(Path(__file__).parent / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",

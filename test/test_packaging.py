@@ -1,0 +1,115 @@
+"""`pip install .` gives the ROS-free core: a wheel with the sources and the `ros2-owl`
+command, whose modules import without pulling in rclpy or any ROS message package."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+ROS_MODULES = ("rclpy", "rosidl", "std_msgs", "sensor_msgs", "vision_msgs", "diagnostic_msgs")
+
+
+def _plain_env() -> dict[str, str]:
+    """Our venv without the colcon workspace or the checkout on the path."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "AMENT_PREFIX_PATH")}
+    env["PYTHONNOUSERSITE"] = "1"
+    return env
+
+
+def test_core_modules_import_without_ros(tmp_path):
+    code = f"""
+import importlib, pkgutil, sys
+import ros2_owl
+names = [m.name for m in pkgutil.walk_packages(ros2_owl.__path__, "ros2_owl.")
+         if not m.name.startswith("ros2_owl.ros")]
+for name in names:
+    importlib.import_module(name)
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in {ROS_MODULES!r})
+print(len(names), loaded)
+assert not loaded, f"the core imported ROS modules: {{loaded}}"
+"""
+    env = _plain_env()
+    env["PYTHONPATH"] = str(REPO)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    count = int(out.stdout.split()[0])
+    assert count >= 1
+
+
+def test_wheel_installs_core_and_cli(tmp_path):
+    wheel_dir = tmp_path / "wheel"
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheel_dir),
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+        env=_plain_env(),
+        cwd=tmp_path,
+    )
+    assert build.returncode == 0, build.stdout + build.stderr
+    (wheel,) = wheel_dir.glob("ros2_owl-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "ros2_owl/prompt.py" in names and "ros2_owl/__init__.py" in names
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "ros2-owl = ros2_owl.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+    target = tmp_path / "site"
+    install = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        env=_plain_env(),
+    )
+    assert install.returncode == 0, install.stdout + install.stderr
+    env = _plain_env()
+    env["PYTHONPATH"] = str(target)
+    check = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import ros2_owl.prompt as p; print(p.__file__); "
+            "print(p.parse_prompt('[a person [a face]]').to_dict())",
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stderr
+    assert check.stdout.startswith(str(target))
+    assert "'labels': ['image', 'a person', 'a face']" in check.stdout
+    cli = subprocess.run(
+        [sys.executable, str(target / "bin" / "ros2-owl"), "--help"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert "detect" in cli.stdout
