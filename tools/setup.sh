@@ -53,7 +53,7 @@ if [ "$system_ros" = 0 ]; then
   # 2. The wheels' exported CMake files name the include dirs of the machine that built them.
   py_inc="$(python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
   np_inc="$(python -c 'import numpy; print(numpy.get_include())')"
-  grep -rl "/opt/python/cp311-cp311" "$venv"/share/*/cmake/ 2>/dev/null | while read -r f; do
+  { grep -rl "/opt/python/cp311-cp311" "$venv"/share/*/cmake/ 2>/dev/null || true; } | while read -r f; do
     sed -i -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$np_inc#g" \
            -e "s#/opt/python/cp311-cp311/include/python3.11#$py_inc#g" "$f"
   done
