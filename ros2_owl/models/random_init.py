@@ -22,7 +22,7 @@ from typing import Any
 
 MARKER_FILE = "RANDOM_WEIGHTS.md"
 INFO_FILE = "ros2_owl_random_init.json"
-_BUILDER_VERSION = 1
+_BUILDER_VERSION = 2
 _VOCAB_SIZE = 49408
 _MERGE_COUNT = 49152 - 256 - 2
 
@@ -235,8 +235,33 @@ def _build(spec: RandomModelSpec):
         processor = tf.CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
     else:
         raise ValueError(f"unknown random model kind {spec.kind!r} (owlvit, owlv2, clip)")
+    _reinit(model, std=0.02)
     model.eval()
     return model, processor
+
+
+def _reinit(model, std: float) -> None:
+    """Re-draw weights like a freshly initialised ViT (N(0, std), zero bias, unit LayerNorm).
+
+    transformers leaves some OWL heads at torch's default init, which saturates logits and
+    boxes (every sigmoid is exactly 0 or 1, every score ties); small weights keep outputs
+    varied so tests can compare values meaningfully.
+    """
+    import torch
+    from torch import nn
+
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Linear | nn.Embedding | nn.Conv2d):
+                module.weight.normal_(0.0, std)
+                if getattr(module, "bias", None) is not None:
+                    module.bias.zero_()
+            elif isinstance(module, nn.LayerNorm):
+                module.weight.fill_(1.0)
+                module.bias.zero_()
+        for name, param in model.named_parameters():
+            if name.endswith("class_embedding"):
+                param.normal_(0.0, std)
 
 
 def _marker_text(spec: RandomModelSpec) -> str:

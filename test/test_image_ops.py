@@ -1,0 +1,197 @@
+"""image_ops: input checks, processor-matching preprocessing, crops, box maths and NMS."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import transformers as tf
+
+from ros2_owl import image_ops as io
+
+MEAN = (0.48145466, 0.4578275, 0.40821073)
+STD = (0.26862954, 0.26130258, 0.27577711)
+# One grey level (1/255) is ~0.015 after CLIP normalisation. Our CPU path is torch's uint8
+# antialiased bicubic (what transformers' torchvision backend runs); the PIL backend rounds its
+# two passes in a different order for some sizes, so on camera-like images they differ by at
+# most 2 grey levels and by < 1/3 level on average.
+STRETCH_MAX, STRETCH_MEAN = 0.035, 0.005
+
+
+def smooth_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A camera-like image: smooth colour waves plus mild noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    img = np.zeros((h, w, 3))
+    for c in range(3):
+        for _ in range(3):
+            a, b, phase = rng.uniform(1, 8, 3)
+            img[..., c] += np.sin(6 * a * xx + 6 * b * yy + phase)
+    img = (img - img.min()) / (img.max() - img.min()) * 255 + rng.normal(0, 3, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- input checks
+
+
+def test_load_image_accepts_hwc_uint8_and_chw_float():
+    img = smooth_image(20, 30)
+    t = io.load_image(img)
+    assert t.shape == (3, 20, 30) and t.dtype == torch.uint8
+    assert torch.equal(t.permute(1, 2, 0), torch.from_numpy(img))
+    f = io.load_image(torch.from_numpy(img).permute(2, 0, 1).float() / 255)
+    assert f.shape == (3, 20, 30) and f.dtype == torch.float32
+    assert io.image_size(f) == (30, 20)
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        (np.zeros((0, 10, 3), np.uint8), "empty"),
+        (np.zeros((10, 10, 3), np.uint16), "unsupported image dtype uint16"),
+        (np.zeros((10, 10, 3), bool), "unsupported image dtype bool"),
+        (np.zeros((10, 10), np.uint8), "HxWx3"),
+        (np.zeros((10, 10, 4), np.uint8), "3 colour channels"),
+        (np.full((4, 4, 3), np.nan, np.float32), "NaN"),
+        (np.full((4, 4, 3), 2.0, np.float32), r"\[0, 1\]"),
+        (np.zeros((io.MAX_SIDE + 1, 1, 3), np.uint8), "downscale"),
+        ([[1, 2, 3]], "numpy array or torch tensor"),
+    ],
+)
+def test_bad_images_raise_image_error(image, message):
+    with pytest.raises(io.ImageError, match=message):
+        io.load_image(image)
+
+
+def test_image_error_is_a_value_error():
+    assert issubclass(io.ImageError, ValueError)
+
+
+# --------------------------------------------------------------------------- preprocessing
+
+
+@pytest.mark.parametrize("shape", [(50, 70), (96, 96), (130, 90), (31, 200)])
+def test_stretch_matches_owlvit_processor(shape):
+    img = smooth_image(*shape)
+    ref = tf.OwlViTImageProcessorPil(size={"height": 96, "width": 96}, crop_size=96)
+    expected = ref(images=img, return_tensors="pt").pixel_values[0]
+    ours = io.Preprocessor(96, "stretch", MEAN, STD)(io.load_image(img))
+    diff = (ours - expected).abs()
+    assert diff.max() <= STRETCH_MAX and diff.mean() <= STRETCH_MEAN
+
+
+@pytest.mark.parametrize("shape", [(50, 70), (96, 96), (130, 90), (200, 31), (300, 250)])
+def test_pad_resize_matches_owlv2_processor(shape):
+    img = smooth_image(*shape)
+    ref = tf.Owlv2ImageProcessorPil(size={"height": 96, "width": 96})
+    expected = ref(images=img, return_tensors="pt").pixel_values[0]
+    ours = io.Preprocessor(96, "pad", MEAN, STD, 0.0)(io.load_image(img))
+    assert (ours - expected).abs().max() < 1e-4
+
+
+def test_owlv2_padding_is_bottom_right_with_pad_value():
+    img = np.full((40, 80, 3), 255, np.uint8)  # wide: padding goes below
+    out = io.Preprocessor(80, "pad", MEAN, STD, 0.0)(io.load_image(img))
+    black = (torch.zeros(3) - torch.tensor(MEAN)) / torch.tensor(STD)
+    white = (torch.ones(3) - torch.tensor(MEAN)) / torch.tensor(STD)
+    assert torch.allclose(out[:, 0, 0], white, atol=1e-5)
+    assert torch.allclose(out[:, -1, 0], black, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(50, 70), (130, 90)])
+def test_clip_crop_matches_clip_processor(shape):
+    img = smooth_image(*shape)
+    ref = tf.CLIPImageProcessorPil(size={"shortest_edge": 64}, crop_size=64)
+    expected = ref(images=img, return_tensors="pt").pixel_values[0]
+    ours = io.Preprocessor(64, "crop", MEAN, STD)(io.load_image(img))
+    diff = (ours - expected).abs()
+    assert diff.max() <= STRETCH_MAX and diff.mean() <= STRETCH_MEAN
+
+
+def test_float_input_is_close_to_uint8_path():
+    img = smooth_image(60, 80)
+    pre = io.Preprocessor(96, "stretch", MEAN, STD)
+    a = pre(io.load_image(img))
+    b = pre(io.load_image(img.astype(np.float32) / 255))
+    assert (a - b).abs().mean() < 0.01
+
+
+def test_pad_center_keeps_aspect_and_pads_with_zero():
+    img = np.full((20, 40, 3), 255, np.uint8)
+    out = io.Preprocessor(32, "pad_center", MEAN, STD)(io.load_image(img))
+    assert out.shape == (3, 32, 32)
+    assert torch.all(out[:, :8] == 0) and torch.all(out[:, 24:] == 0)
+    assert torch.all(out[:, 8:24] > 1.0)
+
+
+def test_box_scale_rules():
+    assert io.Preprocessor(96, "stretch", MEAN, STD).box_scale(640, 480) == (640.0, 480.0)
+    assert io.Preprocessor(96, "pad", MEAN, STD).box_scale(640, 480) == (640.0, 640.0)
+
+
+# --------------------------------------------------------------------------- crops
+
+
+def test_crop_box_pixels_rounds_outward_and_clips():
+    assert io.crop_box_pixels((10.2, 5.7, 20.1, 30.0), 100, 50) == (10, 5, 21, 30)
+    assert io.crop_box_pixels((-5, -5, 200, 80), 100, 50) == (0, 0, 100, 50)
+    assert io.crop_box_pixels((99.5, 49.5, 99.6, 49.6), 100, 50) == (99, 49, 100, 50)
+
+
+def test_crop_regions_batches_each_crop_like_a_whole_image():
+    img = io.load_image(smooth_image(60, 80))
+    pre = io.Preprocessor(32, "pad", MEAN, STD, 0.0)
+    batch, frames = io.crop_regions(img, [(0, 0, 80, 60), (10.5, 5, 40, 50.2)], pre)
+    assert batch.shape == (2, 3, 32, 32)
+    assert frames == [(0, 0, 80, 60), (10, 5, 40, 51)]
+    assert torch.equal(batch[0], pre(img))
+    assert torch.equal(batch[1], pre(img[:, 5:51, 10:40]))
+    empty, none = io.crop_regions(img, [], pre)
+    assert empty.shape[0] == 0 and none == []
+
+
+# --------------------------------------------------------------------------- boxes and NMS
+
+
+def test_box_conversions_and_iou():
+    xyxy = io.cxcywh_to_xyxy(torch.tensor([[0.5, 0.5, 0.2, 0.4]]))[0]
+    assert xyxy.tolist() == pytest.approx([0.4, 0.3, 0.6, 0.7])
+    a = torch.tensor([[0.0, 0.0, 2.0, 2.0]])
+    b = torch.tensor([[1.0, 1.0, 3.0, 3.0], [5.0, 5.0, 6.0, 6.0], [0.0, 0.0, 2.0, 2.0]])
+    assert io.box_iou(a, b)[0].tolist() == pytest.approx([1 / 7, 0.0, 1.0])
+    giou = io.generalized_box_iou(a, b)[0]
+    assert giou[1] == pytest.approx(0 - (36 - 5) / 36)
+    assert io.box_iou(torch.zeros(1, 4), torch.zeros(1, 4)).item() == 0.0
+
+
+def _greedy_nms(boxes, scores, thr, groups):
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    keep = []
+    for i in order:
+        if all(
+            groups[i] != groups[j] or io.box_iou(boxes[i : i + 1], boxes[j : j + 1]).item() <= thr
+            for j in keep
+        ):
+            keep.append(i)
+    return keep
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_nms_equals_greedy_reference(seed):
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(60, 2, generator=g) * 50
+    wh = torch.rand(60, 2, generator=g) * 30 + 1
+    boxes = torch.cat([xy, xy + wh], dim=1)
+    scores = torch.rand(60, generator=g)
+    groups = torch.randint(0, 3, (60,), generator=g)
+    for thr in (0.3, 0.5):
+        got = io.batched_nms(boxes, scores, groups, thr).tolist()
+        assert got == _greedy_nms(boxes, scores.tolist(), thr, groups.tolist())
+
+
+def test_nms_is_class_aware_and_handles_empty():
+    boxes = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10]])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    assert io.batched_nms(boxes, scores, torch.tensor([0, 1, 0]), 0.5).tolist() == [0, 1]
+    assert io.nms(boxes, scores, 0.5).tolist() == [0]
+    assert io.nms(torch.zeros(0, 4), torch.zeros(0), 0.5).tolist() == []
