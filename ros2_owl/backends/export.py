@@ -259,6 +259,9 @@ def onnx_key(
     names, size = encoder_attrs(module)
     device, dtype = module_device_dtype(module)
     precision = str(dtype).removeprefix("torch.")
+    local = Path(model_id).expanduser()
+    if local.is_dir():  # "./m" and "/abs/m" are the same model
+        model_id = str(local.resolve())
     return ArtefactKey(
         model_id=str(model_id),
         revision=model_fingerprint(str(model_id), revision),

@@ -1,0 +1,194 @@
+"""`build_engine`: export ONNX graphs / build TensorRT engines ahead of time, into the cache.
+
+    ros2-owl build-engine --model google/owlvit-base-patch32 --backend tensorrt --device cuda
+    ros2 run ros2_owl build_engine --backend onnxruntime
+    python -m ros2_owl.backends.build_engine --list
+
+Artefacts land in the cache (``$ROS2_OWL_CACHE`` or ``~/.cache/ros2_owl``, see cache.py), where
+the predictor finds them when it starts with the same model, backend, precision and
+max_regions. A long TensorRT build shows its phases; errors print one clear line, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+from ros2_owl.backends.cache import ArtefactCache, CacheError, default_cache_dir
+
+DEFAULT_MODEL = "google/owlvit-base-patch32"
+DEFAULT_CLIP = "openai/clip-vit-base-patch32"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Options of the build_engine command (shared by the ros2-owl CLI and the ROS executable)."""
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="OWL-ViT/OWLv2 hub id or directory")
+    parser.add_argument(
+        "--clip-model", default=DEFAULT_CLIP, help="CLIP hub id or directory for classify nodes"
+    )
+    parser.add_argument(
+        "--no-clip", action="store_true", help="skip the CLIP encoder (prompts without classify)"
+    )
+    parser.add_argument("--backend", choices=("onnxruntime", "tensorrt"), default="onnxruntime")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda for tensorrt)")
+    parser.add_argument(
+        "--dtype", default=None, help="float32 or float16 (default: float16 for tensorrt)"
+    )
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=8,
+        help="largest region batch (the predictor's max_regions); the profile covers 1..N",
+    )
+    parser.add_argument("--cache-dir", default=None, help=f"default {default_cache_dir()}")
+    parser.add_argument("--force", action="store_true", help="rebuild even when cached")
+    parser.add_argument(
+        "--on-invalid",
+        choices=("rebuild", "error"),
+        default="rebuild",
+        help="a stale/corrupt cached artefact is rebuilt (default) or reported as an error",
+    )
+    parser.add_argument("--list", action="store_true", help="list cached artefacts and exit")
+    return parser
+
+
+class LineProgress:
+    """Progress display: rich spinner on a terminal, timestamped lines otherwise."""
+
+    def __init__(self, stream=None, use_rich: bool | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.start = time.monotonic()
+        self._status = None
+        if use_rich is None:
+            use_rich = self.stream.isatty()
+        if use_rich:
+            try:
+                from rich.console import Console
+
+                self._console = Console(file=self.stream)
+                self._status = self._console.status("starting")
+                self._status.start()
+            except ImportError:
+                self._status = None
+
+    def __call__(self, message: str) -> None:
+        stamp = f"[{time.monotonic() - self.start:7.1f}s]"
+        if self._status is not None:
+            self._status.update(f"{stamp} {message}")
+            if not message.startswith("TensorRT:"):
+                self._console.log(message)
+        else:
+            print(f"{stamp} {message}", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+
+
+def list_cache(cache: ArtefactCache, out=None) -> int:
+    """Print one line per cached artefact (key, size, path); returns how many."""
+    from ros2_owl.backends.cache import ArtefactKey
+
+    out = out or sys.stdout
+    entries = list(cache.entries())
+    if not entries:
+        print(f"no artefacts in {cache.root}", file=out)
+    for entry in entries:
+        try:
+            desc = ArtefactKey.from_dict(entry.manifest["key"]).describe()
+        except (KeyError, TypeError):
+            desc = "(unreadable manifest)"
+        size = entry.path.stat().st_size / 1e6 if entry.path.exists() else float("nan")
+        print(f"{desc}  {size:.1f} MB  {entry.path}", file=out)
+    return len(entries)
+
+
+def _encoders(args, say: Callable[[str], None]):
+    """(model id, encoder module) for the OWL model and, unless --no-clip, CLIP."""
+    from ros2_owl.models.clip import ClipModel
+    from ros2_owl.models.owl import OwlModel
+
+    say(f"loading {args.model}")
+    yield args.model, OwlModel.load(args.model, device=args.device).encoder
+    if not args.no_clip:
+        say(f"loading {args.clip_model}")
+        yield args.clip_model, ClipModel.load(args.clip_model, device=args.device).encoder
+
+
+def preflight(backend: str, device: str) -> None:
+    """Fail on a missing runtime or GPU before spending minutes loading models."""
+    if backend == "tensorrt":
+        from ros2_owl.backends.tensorrt_backend import import_tensorrt, require_cuda
+
+        import_tensorrt()
+        require_cuda(device)
+    else:
+        import torch
+
+        from ros2_owl.backends.onnxruntime_backend import choose_providers, import_onnxruntime
+
+        choose_providers(torch.device(device), import_onnxruntime().get_available_providers())
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build every artefact asked for; 0 on success, 1 with a one-line error otherwise."""
+    from ros2_owl.backends import BackendError, make_image_encoder
+    from ros2_owl.backends.export import ExportError
+    from ros2_owl.models import ModelLoadError
+
+    cache = ArtefactCache(args.cache_dir)
+    if args.list:
+        list_cache(cache)
+        return 0
+    if args.device is None:
+        args.device = "cuda" if args.backend == "tensorrt" else "cpu"
+    if args.dtype is None:
+        args.dtype = "float16" if args.backend == "tensorrt" else "float32"
+    if args.max_batch < 1:
+        print("error: --max-batch must be >= 1", file=sys.stderr)
+        return 1
+    progress = LineProgress()
+    try:
+        preflight(args.backend, args.device)
+        for model_id, module in _encoders(args, progress):
+            start = time.monotonic()
+            encoder = make_image_encoder(
+                args.backend,
+                module,
+                model_id=model_id,
+                device=args.device,
+                dtype=args.dtype,
+                cache_dir=str(cache.root),
+                max_batch=args.max_batch,
+                force=args.force,
+                on_invalid=args.on_invalid,
+                progress=progress,
+            )
+            progress(
+                f"ready: {type(module).__name__} of {model_id} on {args.backend} "
+                f"({', '.join(encoder.output_names)}) in {time.monotonic() - start:.1f}s"
+            )
+    except (BackendError, ExportError, CacheError, ModelLoadError) as err:
+        progress.close()
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    progress.close()
+    print(f"artefacts in {cache.root}:")
+    list_cache(cache)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point for `python -m ros2_owl.backends.build_engine` and the ROS executable."""
+    parser = argparse.ArgumentParser(
+        prog="build_engine",
+        description="Export ONNX graphs / build TensorRT engines into the cache.",
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
