@@ -257,7 +257,7 @@ def decode_compressed(data, fmt: str, limits: ImageLimits = DEFAULT_LIMITS) -> n
                 shift = 8 if img.mode.startswith("I;16") or grey.max(initial=0) < 65536 else 24
                 grey = np.clip(grey >> shift, 0, 255).astype(np.uint8)
                 return np.repeat(grey[:, :, None], 3, axis=2)
-            return np.asarray(img.convert("RGB"))
+            return np.array(img.convert("RGB"))  # writable: torch.from_numpy warns otherwise
     except ImageConversionError:
         raise
     except PILImage.DecompressionBombError as exc:

@@ -1,0 +1,139 @@
+"""Camera inputs: topic -> output namespace scheme, QoS, and the one-slot mailbox per camera."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+)
+
+from ros2_owl.ros.diagnostics import CameraStats
+
+__all__ = [
+    "Camera",
+    "Mailbox",
+    "input_qos",
+    "is_compressed_topic",
+    "output_prefixes",
+    "output_topic",
+]
+
+OUTPUTS = ("detections", "tree", "classification", "label_info", "annotated_image")
+
+
+def is_compressed_topic(topic: str) -> bool:
+    """image_transport's naming: `<base>/compressed` carries sensor_msgs/CompressedImage."""
+    return topic.rstrip("/").endswith("/compressed") or topic.rstrip("/") == "compressed"
+
+
+def output_prefixes(topics: tuple[str, ...], names: tuple[str, ...]) -> list[str]:
+    """Where each camera's outputs go (relative to the node namespace unless absolute).
+
+    camera_names win; one camera publishes directly in the node namespace; several cameras
+    publish in the namespace of their input topic ('front/image_raw' -> 'front/detections').
+    """
+    if names:
+        if len(names) != len(topics):
+            raise ValueError(
+                f"camera_names has {len(names)} entries but image_topics has {len(topics)}"
+            )
+        prefixes = [n.strip("/") if not n.startswith("/") else n.rstrip("/") for n in names]
+    elif len(topics) == 1:
+        return [""]
+    else:
+        prefixes = []
+        for topic in topics:
+            base = topic.rstrip("/")
+            if is_compressed_topic(base):
+                base = base[: -len("compressed")].rstrip("/")
+            prefixes.append(base.rpartition("/")[0])
+    if len(set(prefixes)) != len(prefixes) or (len(prefixes) > 1 and "" in prefixes):
+        raise ValueError(
+            f"image topics {list(topics)} give output namespaces {prefixes}, which are not "
+            "distinct: set the camera_names parameter (one output namespace per topic)"
+        )
+    return prefixes
+
+
+def output_topic(prefix: str, name: str) -> str:
+    return f"{prefix}/{name}" if prefix else name
+
+
+def input_qos(reliability: str, depth: int) -> QoSProfile:
+    """SensorDataQoS by default (best effort, volatile, keep last `depth`)."""
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=depth,
+        reliability=(
+            ReliabilityPolicy.RELIABLE
+            if reliability == "reliable"
+            else ReliabilityPolicy.BEST_EFFORT
+        ),
+        durability=DurabilityPolicy.VOLATILE,
+    )
+
+
+@dataclass
+class Camera:
+    """One input topic with its outputs and counters."""
+
+    index: int
+    topic: str  # as configured (relative names resolve in the node namespace)
+    prefix: str  # output namespace
+    compressed: bool
+    stats: CameraStats
+    publishers: dict[str, Any] = field(default_factory=dict)
+    resolved_topic: str = ""
+    last_accepted: float = float("-inf")
+    warned_no_frame: bool = False
+
+
+@dataclass
+class _Pending:
+    camera: Camera
+    msg: Any
+    received: float  # time.monotonic() when the callback ran
+
+
+class Mailbox:
+    """One slot per camera: a newer frame replaces an unprocessed one (counted as dropped).
+
+    The worker takes the slot whose frame waited longest, so cameras share the model fairly.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._slots: dict[int, _Pending] = {}
+        self._closed = False
+
+    def put(self, camera: Camera, msg: Any, received: float | None = None) -> None:
+        with self._cond:
+            if camera.index in self._slots:
+                camera.stats.frame_dropped()
+            self._slots[camera.index] = _Pending(
+                camera, msg, time.monotonic() if received is None else received
+            )
+            self._cond.notify()
+
+    def take(self, timeout: float | None = None) -> _Pending | None:
+        """The oldest pending frame, waiting for one; None when closed or on timeout."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._slots or self._closed, timeout):
+                return None
+            if self._closed:
+                return None
+            index = min(self._slots, key=lambda i: self._slots[i].received)
+            return self._slots.pop(index)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._slots.clear()
+            self._cond.notify_all()

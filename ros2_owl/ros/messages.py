@@ -1,0 +1,125 @@
+"""TreeResult / Tree -> vision_msgs and ros2_owl messages (pure field copying, no maths)."""
+
+from __future__ import annotations
+
+from vision_msgs.msg import (
+    BoundingBox2D,
+    Classification,
+    Detection2D,
+    Detection2DArray,
+    LabelInfo,
+    ObjectHypothesis,
+    ObjectHypothesisWithPose,
+    VisionClass,
+)
+
+from ros2_owl.msg import (
+    LabelScore,
+    PromptTreeNode,
+    TreeClassification,
+    TreeDetection,
+    TreeDetectionArray,
+)
+
+__all__ = [
+    "bbox_from_corners",
+    "corners_from_bbox",
+    "detection_array",
+    "image_classification",
+    "label_info",
+    "tree_array",
+    "tree_nodes",
+]
+
+
+def bbox_from_corners(box, image_size: tuple[int, int] | None = None) -> BoundingBox2D:
+    """(x0, y0, x1, y1) pixels -> vision_msgs 4.x BoundingBox2D (centre.position, size),
+    clipped to the (width, height) image when given: consumers index pixels with it."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if image_size is not None:
+        w, h = float(image_size[0]), float(image_size[1])
+        x0, x1 = min(max(x0, 0.0), w), min(max(x1, 0.0), w)
+        y0, y1 = min(max(y0, 0.0), h), min(max(y1, 0.0), h)
+    out = BoundingBox2D()
+    out.center.position.x = (x0 + x1) / 2.0
+    out.center.position.y = (y0 + y1) / 2.0
+    out.size_x = x1 - x0
+    out.size_y = y1 - y0
+    return out
+
+
+def corners_from_bbox(bbox: BoundingBox2D) -> tuple[float, float, float, float]:
+    cx, cy = bbox.center.position.x, bbox.center.position.y
+    return (cx - bbox.size_x / 2, cy - bbox.size_y / 2, cx + bbox.size_x / 2, cy + bbox.size_y / 2)
+
+
+def detection_array(result, header) -> Detection2DArray:
+    """One Detection2D per box: class_id = label text, real score, id = instance id."""
+    out = Detection2DArray(header=header)
+    for det in result.detections:
+        hyp = ObjectHypothesisWithPose()
+        hyp.hypothesis.class_id = det.label
+        hyp.hypothesis.score = float(det.score)
+        out.detections.append(
+            Detection2D(
+                header=header,
+                results=[hyp],
+                bbox=bbox_from_corners(det.box, result.image_size),
+                id=str(det.id),
+            )
+        )
+    return out
+
+
+def _classification(cls) -> TreeClassification:
+    return TreeClassification(
+        node_index=cls.node_index,
+        results=[
+            LabelScore(label_index=s.label_index, class_id=s.label, score=float(s.score))
+            for s in cls.scores
+        ],
+    )
+
+
+def tree_array(result, header) -> TreeDetectionArray:
+    """The full tree result: parent ids, nesting and classify groups, with its prompt."""
+    out = TreeDetectionArray(header=header, prompt=result.prompt)
+    out.labels = list(result.tree.label_texts)
+    for det in result.detections:
+        out.detections.append(
+            TreeDetection(
+                id=det.id,
+                parent_id=det.parent_id,
+                label_index=det.label_index,
+                class_id=det.label,
+                score=float(det.score),
+                bbox=bbox_from_corners(det.box, result.image_size),
+                classifications=[_classification(c) for c in det.classifications],
+            )
+        )
+    out.image_classifications = [_classification(c) for c in result.image_classifications]
+    return out
+
+
+def image_classification(result, header) -> Classification | None:
+    """Whole-image classify groups as one vision_msgs/Classification (None when there are none)."""
+    if not result.image_classifications:
+        return None
+    out = Classification(header=header)
+    for cls in result.image_classifications:
+        for s in cls.scores:
+            out.results.append(ObjectHypothesis(class_id=s.label, score=float(s.score)))
+    return out
+
+
+def label_info(tree, threshold: float, header) -> LabelInfo:
+    """class_map of every label of the prompt (index -> text), the default threshold."""
+    out = LabelInfo(header=header, threshold=float(threshold))
+    out.class_map = [
+        VisionClass(class_id=i, class_name=text) for i, text in enumerate(tree.label_texts)
+    ]
+    return out
+
+
+def tree_nodes(tree) -> list[PromptTreeNode]:
+    return [PromptTreeNode(op=n.op, input=n.input, outputs=list(n.outputs)) for n in tree.nodes]

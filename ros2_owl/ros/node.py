@@ -1,0 +1,423 @@
+"""OwlNode: camera frames in, tree detections out; prompt by parameter or service."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+from vision_msgs.msg import Classification, Detection2DArray, LabelInfo
+
+from ros2_owl.draw import draw_result
+from ros2_owl.msg import TreeDetectionArray
+from ros2_owl.predictor import PredictorConfig, PromptState, TreePredictor
+from ros2_owl.prompt import PromptError
+from ros2_owl.ros import messages
+from ros2_owl.ros.cameras import (
+    Camera,
+    Mailbox,
+    input_qos,
+    is_compressed_topic,
+    output_prefixes,
+    output_topic,
+)
+from ros2_owl.ros.convert import ImageConversionError, message_to_rgb, rgb_to_image_msg
+from ros2_owl.ros.diagnostics import CameraStats, build_diagnostics, camera_status, node_status
+from ros2_owl.ros.params import (
+    Settings,
+    declare_parameters,
+    format_label_thresholds,
+    read_settings,
+    validate_parameter,
+)
+from ros2_owl.srv import RegisterQuery, SetPrompt
+
+__all__ = ["OwlNode", "StartupError", "main"]
+
+_OUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+_LATCHED_QOS = QoSProfile(
+    depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+)
+
+
+class StartupError(RuntimeError):
+    """The node cannot start with these parameters; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Active:
+    """Everything one frame uses, swapped as one reference: never half old, half new."""
+
+    state: PromptState
+    config: PredictorConfig
+    key: tuple  # (prompt, label_thresholds) the state was built from
+
+
+def prompt_error_text(prompt: str, exc: Exception) -> str:
+    """The PromptError message plus the prompt with a caret under the column."""
+    column = getattr(exc, "column", None)
+    if column is None or not 0 <= column <= len(prompt):
+        return str(exc)
+    return f"{exc}\n  {prompt}\n  {' ' * column}^"
+
+
+def predictor_config(s: Settings) -> PredictorConfig:
+    return PredictorConfig(
+        threshold=s.threshold,
+        scoring=s.scoring,
+        nms_iou=s.nms_iou if s.nms_iou > 0 else None,
+        max_detections=s.max_detections,
+        max_regions=s.max_regions,
+    )
+
+
+def _prompt_key(s: Settings) -> tuple:
+    """What the encoded state depends on; the default threshold lives in PredictorConfig."""
+    return (s.prompt, s.label_thresholds)
+
+
+class OwlNode(Node):
+    """Runs a TreePredictor on one or more cameras; see README for topics and parameters."""
+
+    def __init__(self, *, predictor: TreePredictor | None = None, **node_kwargs: Any):
+        super().__init__("owl_node", **node_kwargs)
+        try:
+            declare_parameters(self)
+        except Exception as exc:  # a --params-file value of the wrong type or out of range
+            raise StartupError(f"invalid parameter value: {exc}") from exc
+        self._settings = read_settings(self)
+        problems = self._settings.validate()
+        if problems:
+            raise StartupError("invalid parameters: " + "; ".join(problems))
+        try:
+            prefixes = output_prefixes(self._settings.image_topics, self._settings.camera_names)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from exc
+        s = self._settings
+        self.predictor = predictor or self._load_predictor(s)
+        if s.queries_file:
+            self._load_queries(s.queries_file)
+        try:
+            self._active = self._build(s)
+        except (PromptError, ValueError) as exc:
+            raise StartupError(f"prompt parameter: {prompt_error_text(s.prompt, exc)}") from exc
+        self._pending: tuple[Settings, Active] | None = None
+        self._mailbox = Mailbox()
+        self._warn_times: dict[str, float] = {}
+        self.cameras = [self._make_camera(i, t, prefixes[i]) for i, t in enumerate(s.image_topics)]
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._previous_stats: dict[int, Any] = {}
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_post_set_parameters_callback(self._after_set_parameters)
+        self.create_service(SetPrompt, "~/set_prompt", self._srv_set_prompt)
+        self.create_service(RegisterQuery, "~/register_query", self._srv_register_query)
+        self.create_timer(s.diagnostics_period, self._publish_diagnostics)
+        if s.no_frame_warning > 0:
+            self._no_frame_timer = self.create_timer(s.no_frame_warning, self._check_no_frames)
+        self._publish_label_info()
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._work, name="owl_inference", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"ready: model {s.model} ({s.backend}/{s.device}), prompt {s.prompt!r}, inputs "
+            + ", ".join(f"{c.resolved_topic} -> {c.prefix or '.'}/" for c in self.cameras)
+        )
+
+    # ----- start-up -------------------------------------------------------------------------
+    def _load_predictor(self, s: Settings) -> TreePredictor:
+        try:
+            return TreePredictor.from_pretrained(
+                model=s.model,
+                clip_model=s.clip_model or None,
+                device=s.device,
+                dtype=s.dtype,
+                backend=s.backend,
+                config=predictor_config(s),
+                cache_dir=s.cache_dir or None,
+            )
+        except Exception as exc:  # ModelLoadError, BackendError, torch errors: all fatal here
+            raise StartupError(f"could not load the models: {exc}") from exc
+
+    def _load_queries(self, path: str) -> None:
+        from pathlib import Path
+
+        if Path(path).exists():
+            try:
+                self.predictor.load_queries(path)
+            except Exception as exc:
+                raise StartupError(f"queries_file {path}: {exc}") from exc
+
+    def _make_camera(self, index: int, topic: str, prefix: str) -> Camera:
+        s = self._settings
+        cam = Camera(index, topic, prefix, is_compressed_topic(topic), CameraStats(topic))
+        msg_type = CompressedImage if cam.compressed else Image
+        qos = input_qos(s.input_reliability, s.input_depth)
+        sub = self.create_subscription(msg_type, topic, lambda m, c=cam: self._on_frame(c, m), qos)
+        cam.resolved_topic = sub.topic_name
+        cam.stats.topic = sub.topic_name
+        pubs = {
+            "detections": (Detection2DArray, _OUT_QOS),
+            "tree": (TreeDetectionArray, _OUT_QOS),
+            "classification": (Classification, _OUT_QOS),
+            "label_info": (LabelInfo, _LATCHED_QOS),
+            "annotated_image": (Image, QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)),
+        }
+        for name, (kind, out_qos) in pubs.items():
+            cam.publishers[name] = self.create_publisher(kind, output_topic(prefix, name), out_qos)
+        return cam
+
+    # ----- prompt state ---------------------------------------------------------------------
+    def _build(self, s: Settings, reuse: Active | None = None) -> Active:
+        """A new Active for these settings; re-encodes the prompt only when its inputs changed."""
+        key = _prompt_key(s)
+        if reuse is not None and reuse.key == key:
+            state = reuse.state
+        else:
+            state = self.predictor.prepare(s.prompt, label_thresholds=s.label_threshold_map())
+        return Active(state=state, config=predictor_config(s), key=key)
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        """Validate, and build the new state now; a rejected change leaves everything as it was."""
+        for p in params:
+            reason = validate_parameter(p.name, p.value)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+        candidate = self._settings.updated(params)
+        try:
+            active = self._build(candidate, reuse=self._active)
+        except (PromptError, ValueError) as exc:
+            return SetParametersResult(
+                successful=False, reason=prompt_error_text(candidate.prompt, exc)
+            )
+        self._pending = (candidate, active)
+        return SetParametersResult(successful=True)
+
+    def _after_set_parameters(self, params: list[Parameter]) -> None:
+        if self._pending is None:
+            return
+        candidate, active = self._pending
+        self._pending = None
+        prompt_changed = active.state is not self._active.state
+        threshold_changed = candidate.threshold != self._settings.threshold
+        self._settings, self._active = candidate, active
+        if prompt_changed or threshold_changed:  # LabelInfo carries both
+            self._publish_label_info()
+        if prompt_changed:
+            self.get_logger().info(f"prompt now {candidate.prompt!r}")
+
+    def _srv_set_prompt(self, req: SetPrompt.Request, resp: SetPrompt.Response):
+        s = self._settings
+        overrides = {t.label: float(t.threshold) for t in req.thresholds}
+        bad = [k for k, v in overrides.items() if not 0.0 <= v <= 1.0 or not k.strip()]
+        if bad:
+            resp.success, resp.message = False, f"thresholds must be in [0, 1] for labels: {bad}"
+            return resp
+        label_thresholds = tuple(format_label_thresholds(overrides)) if req.thresholds else None
+        candidate = replace(
+            s,
+            prompt=req.prompt,
+            label_thresholds=s.label_thresholds if label_thresholds is None else label_thresholds,
+        )
+        reason = validate_parameter("prompt", candidate.prompt)
+        try:
+            if reason:
+                raise ValueError(reason)
+            active = self._build(candidate, reuse=self._active)
+        except (PromptError, ValueError) as exc:
+            resp.success = False
+            resp.message = prompt_error_text(req.prompt, exc)
+            return resp
+        self._settings, self._active = candidate, active  # the swap frames see
+        changes = [Parameter("prompt", value=candidate.prompt)]
+        if label_thresholds is not None:
+            changes.append(
+                Parameter("label_thresholds", Parameter.Type.STRING_ARRAY, list(label_thresholds))
+            )
+        result = self.set_parameters_atomically(changes)  # same key: no second build
+        tree = active.state.tree
+        resp.success = True
+        resp.message = "ok" if result.successful else f"ok; parameter not updated: {result.reason}"
+        resp.warnings = [f"column {w.column}: {w.message}" for w in tree.warnings]
+        resp.labels = list(tree.label_texts)
+        resp.nodes = messages.tree_nodes(tree)
+        resp.tree_json = tree.to_json()
+        self._publish_label_info()
+        self.get_logger().info(f"prompt set by service: {candidate.prompt!r}")
+        return resp
+
+    def _srv_register_query(self, req: RegisterQuery.Request, resp: RegisterQuery.Response):
+        name = req.name.strip().lstrip("$")
+        try:
+            if not name:
+                raise ValueError("the query name must not be empty")
+            image = message_to_rgb(req.image)
+            h, w = image.shape[:2]
+            x0, y0, x1, y1 = messages.corners_from_bbox(req.bbox)
+            box = (
+                (0.0, 0.0, float(w), float(h)) if x1 - x0 <= 0 or y1 - y0 <= 0 else (x0, y0, x1, y1)
+            )
+            self.predictor.register_query(name, image, box)
+            if self._settings.queries_file:
+                self.predictor.save_queries(self._settings.queries_file)
+            if f"${name}" in self._settings.prompt:  # the state holds the old query embedding
+                self._active = replace(self._build(self._settings), key=self._active.key)
+        except (ImageConversionError, PromptError, ValueError, OSError) as exc:
+            resp.success, resp.message = False, f"query {name!r} not registered: {exc}"
+            return resp
+        resp.success, resp.message = True, f"registered ${name} from a {w}x{h} image"
+        return resp
+
+    def _publish_label_info(self) -> None:
+        header = Header(stamp=self.get_clock().now().to_msg())
+        msg = messages.label_info(self._active.state.tree, self._settings.threshold, header)
+        for cam in self.cameras:
+            cam.publishers["label_info"].publish(msg)
+
+    # ----- frames -------------------------------------------------------------------------
+    def _on_frame(self, cam: Camera, msg) -> None:
+        """Executor thread: count, rate-limit and post to the mailbox; never waits for the model."""
+        now = time.monotonic()
+        cam.stats.frame_received(now)
+        rate = self._settings.max_rate
+        if rate > 0 and now - cam.last_accepted < 1.0 / rate:
+            cam.stats.frame_rate_limited()
+            return
+        cam.last_accepted = now
+        self._mailbox.put(cam, msg, now)
+
+    def _work(self) -> None:
+        """The inference thread: one frame at a time, always the newest of each camera."""
+        while not self._stop.is_set():
+            item = self._mailbox.take(timeout=0.5)
+            if item is None:
+                continue
+            try:
+                self._process(item.camera, item.msg, item.received)
+            except Exception as exc:  # never let one frame kill the worker
+                item.camera.stats.frame_error(f"{type(exc).__name__}: {exc}")
+                self._warn_throttled(item.camera, f"inference failed: {type(exc).__name__}: {exc}")
+
+    def _process(self, cam: Camera, msg, received: float) -> None:
+        active = self._active  # one read: this frame uses this state to the end
+        try:
+            image = message_to_rgb(msg)
+        except ImageConversionError as exc:
+            cam.stats.frame_bad(str(exc))
+            self._warn_throttled(cam, f"dropped a bad frame: {exc}")
+            return
+        t0 = time.monotonic()
+        try:
+            result = self.predictor.predict(image, active.state, active.config)
+        except ValueError as exc:  # ImageError: the predictor refuses this image
+            cam.stats.frame_bad(str(exc))
+            self._warn_throttled(cam, f"dropped a bad frame: {exc}")
+            return
+        inference_ms = (time.monotonic() - t0) * 1000.0
+        header = msg.header
+        pubs = cam.publishers
+        pubs["detections"].publish(messages.detection_array(result, header))
+        pubs["tree"].publish(messages.tree_array(result, header))
+        classification = messages.image_classification(result, header)
+        if classification is not None:
+            pubs["classification"].publish(classification)
+        annotated = pubs["annotated_image"]
+        if self._settings.publish_annotated and annotated.get_subscription_count() > 0:
+            annotated.publish(rgb_to_image_msg(draw_result(image, result), header))
+        now = time.monotonic()
+        cam.stats.frame_done((now - received) * 1000.0, inference_ms, now)
+
+    def _warn_throttled(self, cam: Camera, text: str, period: float = 5.0) -> None:
+        now = time.monotonic()
+        key = cam.resolved_topic
+        if now - self._warn_times.get(key, float("-inf")) >= period:
+            self._warn_times[key] = now
+            self.get_logger().warning(
+                f"{cam.resolved_topic}: {text} (repeats are muted {period:g} s)"
+            )
+
+    # ----- monitoring ---------------------------------------------------------------------
+    def _check_no_frames(self) -> None:
+        self._no_frame_timer.cancel()
+        s = self._settings
+        for cam in self.cameras:
+            if cam.stats.received:
+                continue
+            pubs = self.get_publishers_info_by_topic(cam.resolved_topic)
+            seen = (
+                ", ".join(
+                    f"{p.node_namespace.rstrip('/')}/{p.node_name} "
+                    f"({p.qos_profile.reliability.name.lower()}, type {p.topic_type})"
+                    for p in pubs
+                )
+                or "none"
+            )
+            kind = "CompressedImage" if cam.compressed else "Image"
+            self.get_logger().warning(
+                f"no frame received on {cam.resolved_topic} ({kind}) within "
+                f"{s.no_frame_warning:g} s; subscribed with QoS reliability={s.input_reliability}, "
+                f"depth={s.input_depth}; publishers seen: {seen}. A reliable subscriber gets "
+                "nothing from a best-effort publisher; check the topic name and remappings."
+            )
+            cam.warned_no_frame = True
+
+    def _publish_diagnostics(self) -> None:
+        name = self.get_fully_qualified_name()
+        s = self._settings
+        statuses = [
+            node_status(
+                name,
+                model=s.model,
+                clip_model=s.clip_model or None,
+                backend=s.backend,
+                device=s.device,
+                prompt=s.prompt,
+            )
+        ]
+        for cam in self.cameras:
+            snap = cam.stats.snapshot()
+            statuses.append(
+                camera_status(name, snap, self._previous_stats.get(cam.index), s.no_frame_warning)
+            )
+            self._previous_stats[cam.index] = snap
+        self._diag_pub.publish(build_diagnostics(self.get_clock().now().to_msg(), statuses))
+
+    def destroy_node(self) -> None:
+        self._stop.set()
+        self._mailbox.close()
+        if self._worker.is_alive():
+            self._worker.join(timeout=10)
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of `ros2 run ros2_owl owl_node`: exit 2 with a clear message on bad setup."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        try:
+            node = OwlNode()
+        except StartupError as exc:
+            print(f"owl_node: cannot start: {exc}", file=sys.stderr, flush=True)
+            return 2
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0

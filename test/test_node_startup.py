@@ -1,0 +1,68 @@
+"""owl_node refuses to start on bad set-up: exit code 2 and a message that says what to fix."""
+
+from __future__ import annotations
+
+import subprocess
+
+from fixtures_ros import _import_rclpy, child_env
+from peers.owl_support import owl_node_args
+
+
+def _start(tmp_path, name: str, **params) -> subprocess.Popen:
+    log = open(tmp_path / f"{name}.log", "w+b")  # noqa: SIM115  read back in _finish
+    params.setdefault("no_frame_warning", 0.0)
+    proc = subprocess.Popen(
+        owl_node_args(f"/startup_{name}", **params),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=child_env(),
+    )
+    proc.log = log
+    return proc
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 120.0) -> tuple[int, str]:
+    try:
+        code = proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        code = None
+    proc.log.seek(0)
+    out = proc.log.read().decode(errors="replace")
+    proc.log.close()
+    return code, out
+
+
+def test_bad_setups_exit_2_with_a_clear_message(tmp_path, tiny_owlvit_dir, tiny_clip_dir):
+    """All cases start at once (each process pays the torch import), then are checked in turn."""
+    _import_rclpy()
+    models = {"model": tiny_owlvit_dir, "clip_model": tiny_clip_dir}
+    missing = tmp_path / "no_such_model"
+    cases = {
+        "missing_model": (
+            {"model": missing, "clip_model": tiny_clip_dir},
+            ["could not load the models", str(missing)],
+        ),
+        "bad_prompt": ({**models, "prompt": '"[a cat, (big"'}, ["prompt parameter", "column"]),
+        "out_of_range": ({**models, "threshold": 3.0}, ["threshold", "out of range"]),
+        "ambiguous_outputs": (
+            {**models, "image_topics": ["left_image", "right_image"]},
+            ["camera_names"],
+        ),
+        # rcl keeps a params-file value when -p gives another type: no params file here
+        "wrong_type": (
+            {**models, "params_file": None, "threshold": 1},
+            ["invalid parameter value", "threshold", "expecting type 'DOUBLE'"],
+        ),
+    }
+    procs = {name: _start(tmp_path, name, **params) for name, (params, _) in cases.items()}
+    failures = []
+    for name, proc in procs.items():
+        code, out = _finish(proc)
+        expected = cases[name][1]
+        if code != 2 or not all(text in out for text in expected):
+            failures.append(f"{name}: exit {code}, wanted 2 and {expected} in:\n{out[-2000:]}")
+        elif "Traceback" in out:
+            failures.append(f"{name}: a traceback instead of a message:\n{out[-2000:]}")
+    assert not failures, "\n\n".join(failures)
