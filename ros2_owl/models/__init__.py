@@ -1,10 +1,108 @@
-"""Model wrappers (OWL-ViT / OWLv2 detection, CLIP classification) and their shared errors."""
+"""Model wrappers (OWL-ViT / OWLv2 detection, CLIP classification) and their shared loading."""
 
 from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .random_init import MARKER_FILE, is_random_weights
+
+log = logging.getLogger("ros2_owl.models")
+T = TypeVar("T")
 
 
 class ModelLoadError(RuntimeError):
     """A model or processor could not be loaded; the message names what was tried and why."""
 
 
-__all__ = ["ModelLoadError"]
+class LabelTooLongError(ValueError):
+    """A label has more tokens than the text encoder's fixed context (16 for OWL, 77 for CLIP)."""
+
+    def __init__(self, label: str, tokens: int, limit: int, model: str):
+        self.label, self.tokens, self.limit = label, tokens, limit
+        super().__init__(
+            f"label {label!r} is {tokens} tokens long but the {model} text encoder takes at most "
+            f"{limit} (including start/end tokens); shorten it"
+        )
+
+
+def looks_like_path(model_id: str) -> bool:
+    """True when `model_id` is meant as a local directory rather than a hub id (org/name)."""
+    return (
+        os.path.isabs(model_id)
+        or model_id.startswith((".", "~"))
+        or model_id.count("/") > 1
+        or "\\" in model_id
+        or os.path.exists(model_id)
+    )
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def load_pretrained(
+    what: str, model_id: str, load: Callable[[str], T], *, required=("config.json",)
+) -> T:
+    """Run `load(path_or_id)` and turn any failure into a ModelLoadError naming what was tried."""
+    if not isinstance(model_id, str | os.PathLike) or not str(model_id):
+        raise ModelLoadError(f"{what} model must be a hub id or a directory, got {model_id!r}")
+    model_id = str(model_id)
+    if looks_like_path(model_id):
+        path = Path(model_id).expanduser()
+        if not path.is_dir():
+            raise ModelLoadError(
+                f"cannot load {what} model: local directory {str(path)!r} does not exist "
+                "(give a hub id like 'google/owlvit-base-patch32' or a directory written by "
+                "save_pretrained)"
+            )
+        missing = [name for name in required if not (path / name).is_file()]
+        if missing:
+            present = sorted(p.name for p in path.iterdir())[:12]
+            raise ModelLoadError(
+                f"cannot load {what} model from {str(path)!r}: missing {', '.join(missing)} "
+                f"(the directory holds: {', '.join(present) or 'nothing'})"
+            )
+        model_id = str(path)
+        where = f"local directory {model_id!r}"
+    else:
+        where = f"hub id {model_id!r}" + (" (offline mode: HF_HUB_OFFLINE=1)" if _offline() else "")
+    try:
+        result = load(model_id)
+    except ModelLoadError:
+        raise
+    except Exception as error:  # transformers raises OSError/ValueError/KeyError/... here
+        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        hint = ""
+        if not looks_like_path(model_id):
+            hint = (
+                "; the weights are neither in the local Hugging Face cache nor downloadable "
+                "(no network or offline mode): download them once or pass a local directory"
+                if "connect" in str(error).lower() or _offline()
+                else "; check the hub id spelling"
+            )
+        raise ModelLoadError(
+            f"cannot load {what} model from {where}: {type(error).__name__}: {text}{hint}"
+        ) from error
+    if looks_like_path(model_id) and is_random_weights(model_id):
+        log.warning(
+            "!!! %s model %s has RANDOM WEIGHTS (see %s): its detections/classifications are "
+            "meaningless; use trained weights for real results !!!",
+            what,
+            model_id,
+            MARKER_FILE,
+        )
+    return result
+
+
+def model_dtype(dtype: Any):
+    """torch dtype for a user-facing name (float32/float16/bfloat16)."""
+    from ..backends.base import parse_dtype
+
+    return parse_dtype(dtype)
+
+
+__all__ = ["LabelTooLongError", "ModelLoadError", "load_pretrained", "looks_like_path"]

@@ -1,0 +1,101 @@
+"""Typed results of one TreePredictor.predict call (what the ROS layer turns into messages)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .prompt import Tree
+
+
+@dataclass(frozen=True)
+class LabelScore:
+    """One label's score within a classify group."""
+
+    label_index: int
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Classification:
+    """A classify group's scores for one region (region_id 0 = the whole image)."""
+
+    node_index: int
+    region_id: int
+    scores: tuple[LabelScore, ...]
+
+    @property
+    def best(self) -> LabelScore:
+        """The highest-scoring label of the group (first one on ties)."""
+        return max(self.scores, key=lambda s: s.score)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detected instance; boxes are (x0, y0, x1, y1) in input-image pixels."""
+
+    id: int
+    parent_id: int
+    label_index: int
+    label: str
+    score: float
+    box: tuple[float, float, float, float]
+    classifications: tuple[Classification, ...] = ()
+
+
+@dataclass(frozen=True)
+class TreeResult:
+    """Everything one frame produced for one prompt state."""
+
+    tree: Tree
+    prompt: str
+    image_size: tuple[int, int]  # (width, height)
+    detections: tuple[Detection, ...]
+    image_classifications: tuple[Classification, ...] = ()
+    dropped_regions: int = 0
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def by_id(self, detection_id: int) -> Detection:
+        """The detection with this id (KeyError when absent)."""
+        for det in self.detections:
+            if det.id == detection_id:
+                return det
+        raise KeyError(detection_id)
+
+    def children_of(self, region_id: int) -> tuple[Detection, ...]:
+        """Detections found inside region `region_id` (0 = the whole image)."""
+        return tuple(d for d in self.detections if d.parent_id == region_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-friendly dict (used by the CLI's --json output)."""
+
+        def cls_dict(c: Classification) -> dict[str, Any]:
+            return {
+                "node_index": c.node_index,
+                "region_id": c.region_id,
+                "scores": [
+                    {"label_index": s.label_index, "label": s.label, "score": s.score}
+                    for s in c.scores
+                ],
+            }
+
+        return {
+            "prompt": self.prompt,
+            "image_size": list(self.image_size),
+            "detections": [
+                {
+                    "id": d.id,
+                    "parent_id": d.parent_id,
+                    "label_index": d.label_index,
+                    "label": d.label,
+                    "score": d.score,
+                    "box": list(d.box),
+                    "classifications": [cls_dict(c) for c in d.classifications],
+                }
+                for d in self.detections
+            ],
+            "image_classifications": [cls_dict(c) for c in self.image_classifications],
+            "dropped_regions": self.dropped_regions,
+            "timings_ms": dict(self.timings_ms),
+        }
