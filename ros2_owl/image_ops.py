@@ -24,6 +24,7 @@ short side equally on both sides with the normalisation mean, i.e. zeros after n
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -51,7 +52,9 @@ def load_image(image, device: str | torch.device = "cpu") -> torch.Tensor:
     """
     if isinstance(image, np.ndarray):
         if image.dtype == np.uint8 or np.issubdtype(image.dtype, np.floating):
-            tensor = torch.from_numpy(np.ascontiguousarray(image))
+            with warnings.catch_warnings():  # read-only views are fine: we never write to them
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                tensor = torch.from_numpy(np.ascontiguousarray(image))
         else:
             raise ImageError(
                 f"unsupported image dtype {image.dtype}; give uint8 RGB or float RGB in [0, 1]"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,6 +41,20 @@ def looks_like_path(model_id: str) -> bool:
     )
 
 
+@contextlib.contextmanager
+def quiet_progress() -> Iterator[None]:
+    """Hide transformers' load/save progress bars (noise in node logs and CLI output)."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
@@ -71,7 +86,8 @@ def load_pretrained(
     else:
         where = f"hub id {model_id!r}" + (" (offline mode: HF_HUB_OFFLINE=1)" if _offline() else "")
     try:
-        result = load(model_id)
+        with quiet_progress():
+            result = load(model_id)
     except ModelLoadError:
         raise
     except Exception as error:  # transformers raises OSError/ValueError/KeyError/... here

@@ -276,11 +276,14 @@ def _marker_text(spec: RandomModelSpec) -> str:
 
 def save_random_model(spec: RandomModelSpec, directory: str | os.PathLike) -> Path:
     """Build `spec` and save model + processor + random-weight markers into `directory`."""
+    from . import quiet_progress
+
     directory = Path(directory)
     model, processor = _build(spec)
     directory.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(directory)
-    processor.save_pretrained(directory)
+    with quiet_progress():
+        model.save_pretrained(directory)
+        processor.save_pretrained(directory)
     (directory / MARKER_FILE).write_text(_marker_text(spec))
     info = {"random_weights": True, "name": spec.name, "kind": spec.kind, "seed": spec.seed}
     info["spec_hash"] = spec.key()
