@@ -1,0 +1,123 @@
+"""Predictor benchmark: naive per-frame transformers path vs our steady state vs a tree prompt.
+
+    python benchmarks/bench_predictor.py                 # random full-size B/32 @768, CPU
+    python benchmarks/bench_predictor.py --runs 7 --backend onnxruntime
+
+(a) what a naive ROS wrapper runs per frame: processor (tokenise the labels + preprocess the
+    image) + OwlViTForObjectDetection forward (text and vision) + post_process_object_detection;
+(b) TreePredictor.predict in steady state for `[a person, a car, a dog]` (text cached);
+(c) the tree `[a person [a face, a hand] (standing, sitting)]` with exactly --regions person
+    regions (threshold 0 so there are always more candidates than max_regions).
+One run, median of --runs timed iterations after one warm-up each. Timings on a shared CPU
+are noisy: compare numbers from the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ros2_owl.models.random_init import ensure_random_model  # noqa: E402
+from ros2_owl.predictor import PredictorConfig, TreePredictor  # noqa: E402
+
+FLAT = "[a person, a car, a dog]"
+TREE = "[a person [a face, a hand] (standing, sitting)]"
+
+
+def scene(height: int = 480, width: int = 640) -> np.ndarray:
+    """A deterministic camera-sized test image."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:height, 0:width]
+    img = np.stack([(xx * 0.3) % 255, (yy * 0.4) % 255, ((xx + yy) * 0.2) % 255], axis=-1)
+    img = img + rng.normal(0, 8, img.shape)
+    img[100:400, 150:300] = (180, 60, 50)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def median_ms(fn, runs: int) -> tuple[float, object]:
+    """Median wall time of `runs` calls after one warm-up, and the last return value."""
+    out = fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        out = fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times), out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="OWL model (default: random full-size B/32 @768)")
+    parser.add_argument("--clip-model", help="CLIP model (default: random full-size B/32)")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--regions", type=int, default=4)
+    parser.add_argument("--backend", default="torch")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--cache-dir", default=None)
+    args = parser.parse_args(argv)
+    if args.runs < 5:
+        parser.error("--runs must be >= 5 (the median of at least five runs is reported)")
+    import transformers as tf
+
+    root = Path(args.cache_dir) / "random-models" if args.cache_dir else None
+    owl_id = args.model or str(ensure_random_model("owlvit-base-patch32", root))
+    clip_id = args.clip_model or str(ensure_random_model("clip-vit-base-patch32", root))
+    image = scene()
+    labels = ["a person", "a car", "a dog"]
+
+    # (a) naive per-frame transformers path
+    processor = tf.AutoProcessor.from_pretrained(owl_id)
+    model = tf.OwlViTForObjectDetection.from_pretrained(owl_id).eval().to(args.device)
+    target = torch.tensor([image.shape[:2]])
+
+    def naive():
+        inputs = processor(text=[labels], images=image, return_tensors="pt").to(args.device)
+        with torch.inference_mode():
+            outputs = model(**inputs)
+        return processor.image_processor.post_process_object_detection(
+            outputs, threshold=0.1, target_sizes=target
+        )
+
+    ms_a, _ = median_ms(naive, args.runs)
+
+    # (b) our steady state, flat prompt
+    config = PredictorConfig(threshold=0.1, max_regions=args.regions)
+    predictor = TreePredictor.from_pretrained(
+        owl_id, clip_id, device=args.device, dtype=args.dtype, backend=args.backend, config=config
+    )
+    flat = predictor.prepare(FLAT)
+    ms_b, res_b = median_ms(lambda: predictor.predict(image, flat), args.runs)
+
+    # (c) the tree with a fixed number of regions
+    tree_cfg = PredictorConfig(threshold=0.0, max_regions=args.regions, max_detections=1000)
+    tree = predictor.prepare(TREE)
+    ms_c, res_c = median_ms(lambda: predictor.predict(image, tree, tree_cfg), args.runs)
+    regions = len({d.parent_id for d in res_c.detections if d.parent_id})
+
+    head = f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    print(f"ros2_owl predictor benchmark ({head}, backend {args.backend}/{args.dtype})")
+    print(f"models: {owl_id}\n        {clip_id}")
+    print(f"image {image.shape[1]}x{image.shape[0]}, median of {args.runs} runs after 1 warm-up")
+    print(f"(a) naive per-frame HF (text+vision forward + post-process): {ms_a:8.1f} ms  1.00x")
+    print(f"(b) ours, steady state {FLAT}: {ms_b:8.1f} ms  {ms_a / ms_b:.2f}x faster than (a)")
+    ratios = f"{ms_c / ms_a:.2f}x the time of (a), {ms_c / ms_b:.2f}x (b)"
+    print(f"(c) ours, {TREE} with {regions} regions: {ms_c:8.1f} ms  {ratios}")
+    for name, res in (("(b)", res_b), ("(c)", res_c)):
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in res.timings_ms.items())
+        print(f"    {name} last run stages (ms): {stages}")
+    print(f"    (c) detections {len(res_c.detections)}, dropped regions {res_c.dropped_regions}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
