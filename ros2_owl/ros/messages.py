@@ -32,20 +32,30 @@ __all__ = [
 ]
 
 
-def bbox_from_corners(box, image_size: tuple[int, int] | None = None) -> BoundingBox2D:
-    """(x0, y0, x1, y1) pixels -> vision_msgs 4.x BoundingBox2D (centre.position, size),
-    clipped to the (width, height) image when given: consumers index pixels with it."""
+def _clip(box, image_size) -> tuple[float, float, float, float]:
     x0, y0, x1, y1 = (float(v) for v in box)
     if image_size is not None:
         w, h = float(image_size[0]), float(image_size[1])
         x0, x1 = min(max(x0, 0.0), w), min(max(x1, 0.0), w)
         y0, y1 = min(max(y0, 0.0), h), min(max(y1, 0.0), h)
-    out = BoundingBox2D()
-    out.center.position.x = (x0 + x1) / 2.0
-    out.center.position.y = (y0 + y1) / 2.0
+    return x0, y0, x1, y1
+
+
+def _fill_bbox(out: BoundingBox2D, box, image_size) -> BoundingBox2D:
+    """Write corners into an existing BoundingBox2D (cheaper than building nested messages)."""
+    x0, y0, x1, y1 = _clip(box, image_size)
+    centre = out.center.position
+    centre.x = (x0 + x1) / 2.0
+    centre.y = (y0 + y1) / 2.0
     out.size_x = x1 - x0
     out.size_y = y1 - y0
     return out
+
+
+def bbox_from_corners(box, image_size: tuple[int, int] | None = None) -> BoundingBox2D:
+    """(x0, y0, x1, y1) pixels -> vision_msgs 4.x BoundingBox2D (centre.position, size),
+    clipped to the (width, height) image when given: consumers index pixels with it."""
+    return _fill_bbox(BoundingBox2D(), box, image_size)
 
 
 def corners_from_bbox(bbox: BoundingBox2D) -> tuple[float, float, float, float]:
@@ -54,20 +64,23 @@ def corners_from_bbox(bbox: BoundingBox2D) -> tuple[float, float, float, float]:
 
 
 def detection_array(result, header) -> Detection2DArray:
-    """One Detection2D per box: class_id = label text, real score, id = instance id."""
+    """One Detection2D per box: class_id = label text, real score, id = instance id.
+
+    Messages are filled in place: rosidl constructors build every nested default (a
+    PoseWithCovariance with its 36-double array per hypothesis), so this halves the cost.
+    """
     out = Detection2DArray(header=header)
+    append = out.detections.append
     for det in result.detections:
+        msg = Detection2D()
+        msg.header = header
         hyp = ObjectHypothesisWithPose()
         hyp.hypothesis.class_id = det.label
         hyp.hypothesis.score = float(det.score)
-        out.detections.append(
-            Detection2D(
-                header=header,
-                results=[hyp],
-                bbox=bbox_from_corners(det.box, result.image_size),
-                id=str(det.id),
-            )
-        )
+        msg.results.append(hyp)
+        _fill_bbox(msg.bbox, det.box, result.image_size)
+        msg.id = str(det.id)
+        append(msg)
     return out
 
 
@@ -86,17 +99,17 @@ def tree_array(result, header) -> TreeDetectionArray:
     out = TreeDetectionArray(header=header, prompt=result.prompt)
     out.labels = list(result.tree.label_texts)
     for det in result.detections:
-        out.detections.append(
-            TreeDetection(
-                id=det.id,
-                parent_id=det.parent_id,
-                label_index=det.label_index,
-                class_id=det.label,
-                score=float(det.score),
-                bbox=bbox_from_corners(det.box, result.image_size),
-                classifications=[_classification(c) for c in det.classifications],
-            )
+        msg = TreeDetection(
+            id=det.id,
+            parent_id=det.parent_id,
+            label_index=det.label_index,
+            class_id=det.label,
+            score=float(det.score),
         )
+        _fill_bbox(msg.bbox, det.box, result.image_size)
+        if det.classifications:
+            msg.classifications = [_classification(c) for c in det.classifications]
+        out.detections.append(msg)
     out.image_classifications = [_classification(c) for c in result.image_classifications]
     return out
 

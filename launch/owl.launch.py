@@ -1,0 +1,94 @@
+"""Launch owl_node: `ros2 launch ros2_owl owl.launch.py image_topics:=/camera/image_raw`.
+
+Arguments (all optional):
+  namespace      namespace of the node and its relative topics ("" = root)
+  params_file    parameter file (default: the installed config/owl.yaml)
+  image_topics   comma-separated input topics; a name ending in /compressed is a CompressedImage
+  camera_names   comma-separated output namespaces, one per image topic (see README)
+  prompt         tree prompt, e.g. "[a person [a face]]"
+  model          OWL-ViT / OWLv2 hub id or local directory
+  clip_model     CLIP hub id or local directory
+  device         torch device, e.g. cuda
+  backend        torch | onnxruntime | tensorrt
+  large_images   true: give processes of this launch the Fast DDS profile with a 32 MiB
+                 shared-memory segment (needed for 720p+ images between processes; the camera
+                 driver needs it too, so export FASTDDS_DEFAULT_PROFILES_FILE for it as well)
+Arguments left empty keep the value from params_file.
+"""
+
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+from launch import LaunchDescription
+
+STRING_OVERRIDES = ("prompt", "model", "clip_model", "device", "backend")
+LIST_OVERRIDES = ("image_topics", "camera_names")
+
+
+def _owl_node(context):
+    """Build the node with only the overrides that were given (empty = keep params_file)."""
+    overrides = {}
+    for name in STRING_OVERRIDES:
+        value = LaunchConfiguration(name).perform(context).strip()
+        if value:
+            overrides[name] = value
+    for name in LIST_OVERRIDES:
+        value = LaunchConfiguration(name).perform(context).strip()
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        if items:
+            overrides[name] = items
+    parameters = [LaunchConfiguration("params_file").perform(context)]
+    if overrides:
+        parameters.append(overrides)
+    return [
+        Node(
+            package="ros2_owl",
+            executable="owl_node",
+            name="owl_node",
+            namespace=LaunchConfiguration("namespace").perform(context),
+            parameters=parameters,
+            output="screen",
+            emulate_tty=True,
+        )
+    ]
+
+
+def generate_launch_description() -> LaunchDescription:
+    share = FindPackageShare("ros2_owl")
+    arguments = [
+        DeclareLaunchArgument("namespace", default_value="", description="node namespace"),
+        DeclareLaunchArgument(
+            "params_file",
+            default_value=PathJoinSubstitution([share, "config", "owl.yaml"]),
+            description="owl_node parameter file",
+        ),
+        DeclareLaunchArgument(
+            "large_images",
+            default_value="false",
+            description="use the Fast DDS large shared-memory profile (720p and larger images)",
+        ),
+    ]
+    arguments += [
+        DeclareLaunchArgument(
+            name, default_value="", description=f"{name} (empty: from params_file)"
+        )
+        for name in (*LIST_OVERRIDES, *STRING_OVERRIDES)
+    ]
+    large = IfCondition(LaunchConfiguration("large_images"))
+    return LaunchDescription(
+        [
+            *arguments,
+            SetEnvironmentVariable(
+                "FASTDDS_DEFAULT_PROFILES_FILE",
+                PathJoinSubstitution([share, "config", "fastdds_large_shm.xml"]),
+                condition=large,
+            ),
+            SetEnvironmentVariable(
+                "ROS_AUTOMATIC_DISCOVERY_RANGE", "SYSTEM_DEFAULT", condition=large
+            ),
+            OpaqueFunction(function=_owl_node),
+        ]
+    )
