@@ -288,6 +288,25 @@ def test_parameter_changes_take_effect_on_the_next_frame(owl):
     assert owl.set_param("prompt", PROMPT).successful
 
 
+def test_max_rate_skips_frames_that_come_too_soon(owl):
+    topic = f"{NS}/cam_a/image"
+    before = int(owl.camera_stats(topic)["frames_rate_limited"])
+    assert owl.set_param("max_rate", 0.2).successful  # at most one frame per 5 s
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            stamp = owl.next_stamp()
+            owl.pub_a.publish(image_msg(scene(W, H, stamp), stamp))
+            try:
+                owl.camera_stats(topic, lambda v: int(v["frames_rate_limited"]) > before, 0.3)
+                break
+            except AssertionError:
+                assert time.monotonic() < deadline, "frames_rate_limited never moved"
+    finally:
+        assert owl.set_param("max_rate", 0.0).successful
+    assert owl.frame().detections
+
+
 BAD_FRAMES = {
     "step_mismatch": dict(width=W, height=H, step=W * 3, data_len=W * 3 * H - 7, encoding="rgb8"),
     "unknown_encoding": dict(width=W, height=H, step=W * 4, data_len=W * 4 * H, encoding="32FC1"),
