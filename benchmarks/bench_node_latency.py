@@ -36,6 +36,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--prompt", default="[a person, a car]")
+    p.add_argument("--threshold", type=float, default=0.1, help="detection threshold")
     p.add_argument("--model", help="OWL model (default: tiny random test model)")
     p.add_argument("--clip-model", help="CLIP model (default: tiny random test model)")
     p.add_argument("--no-profile", action="store_true", help="Fast DDS defaults (no large SHM)")
@@ -75,6 +76,7 @@ def main() -> int:
         model=model,
         clip_model=clip_model,
         prompt=f'"{args.prompt}"',
+        threshold=float(args.threshold),
         no_frame_warning=0.0,
         diagnostics_period=0.5,
     )
@@ -88,11 +90,14 @@ def main() -> int:
     node = rclpy.create_node("bench_node_latency")
     cond = threading.Condition()
     received: dict[int, float] = {}
+    counts: list[int] = []
     diag: list[dict] = []
 
     def on_result(msg) -> None:
         with cond:
-            received.setdefault(msg.header.stamp.sec, time.perf_counter())
+            if msg.header.stamp.sec not in received:
+                received[msg.header.stamp.sec] = time.perf_counter()
+                counts.append(len(msg.detections))
             cond.notify_all()
 
     def on_diag(msg) -> None:
@@ -155,6 +160,7 @@ def main() -> int:
             proc.kill()
     print(
         f"owl_node end-to-end latency, {args.width}x{args.height} rgb8, prompt {args.prompt!r}, "
+        f"threshold {args.threshold:g} ({statistics.mean(counts or [0]):.0f} detections/frame), "
         f"model {Path(model).name}, {len(latencies)} frames (+{args.warmup} warm-up), "
         f"{'Fast DDS large-SHM profile' if not args.no_profile else 'Fast DDS defaults'}, "
         f"{os.cpu_count()} CPUs"

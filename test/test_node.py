@@ -232,6 +232,9 @@ def test_set_prompt_applies_to_the_next_frames_and_updates_the_parameter(owl):
     assert '"a red car"' in resp.tree_json
     assert owl.get_param("prompt") == new
     assert owl.get_param("label_thresholds") == ["a red car=0"]
+    # the parameter update reused the service's state: built once, no second build
+    log = wait_for_log(owl.proc, f"prompt set by service: {new!r}")
+    assert f"prompt now {new!r}" not in log
     for _ in range(3):
         result = owl.frame()
         assert {d.results[0].hypothesis.class_id for d in result.detections} <= {
