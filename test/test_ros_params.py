@@ -194,3 +194,22 @@ def test_camera_stats_and_status_levels():
     stale = stats.snapshot(now=30.0)
     assert stale.input_hz == 0.0
     assert "no frame for 20 s" in camera_status("/n", stale, stale, 5.0).message
+
+
+def test_no_frame_message_names_topic_qos_and_the_publishers(node):
+    from sensor_msgs.msg import Image
+
+    from ros2_owl.ros.cameras import Camera, no_frame_message
+    from ros2_owl.ros.diagnostics import CameraStats
+
+    node.create_publisher(Image, "/silent/image", 10)  # reliable
+    cam = Camera(
+        0, "image", "", False, CameraStats("/silent/image"), resolved_topic="/silent/image"
+    )
+    text = no_frame_message(
+        cam, 5.0, "reliable", 5, node.get_publishers_info_by_topic("/silent/image")
+    )
+    assert text.startswith("no frame received on /silent/image (Image) within 5 s")
+    assert "reliability=reliable, depth=5" in text
+    assert "/params_test (reliable, type sensor_msgs/msg/Image)" in text
+    assert "publishers seen: none" in no_frame_message(cam, 5.0, "best_effort", 5, [])

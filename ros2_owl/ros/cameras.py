@@ -21,6 +21,7 @@ __all__ = [
     "Mailbox",
     "input_qos",
     "is_compressed_topic",
+    "no_frame_message",
     "output_prefixes",
     "output_topic",
 ]
@@ -92,7 +93,26 @@ class Camera:
     publishers: dict[str, Any] = field(default_factory=dict)
     resolved_topic: str = ""
     last_accepted: float = float("-inf")
-    warned_no_frame: bool = False
+
+
+def no_frame_message(
+    cam: Camera, seconds: float, reliability: str, depth: int, publishers: list
+) -> str:
+    """Why a camera may be silent: its topic, our QoS, and who publishes there with what QoS."""
+    seen = (
+        ", ".join(
+            f"{p.node_namespace.rstrip('/')}/{p.node_name} "
+            f"({p.qos_profile.reliability.name.lower()}, type {p.topic_type})"
+            for p in publishers
+        )
+        or "none"
+    )
+    kind = "CompressedImage" if cam.compressed else "Image"
+    return (
+        f"no frame received on {cam.resolved_topic} ({kind}) within {seconds:g} s; subscribed "
+        f"with QoS reliability={reliability}, depth={depth}; publishers seen: {seen}. A reliable "
+        "subscriber gets nothing from a best-effort publisher; check the topic name and remappings."
+    )
 
 
 @dataclass

@@ -29,6 +29,7 @@ from ros2_owl.ros.cameras import (
     Mailbox,
     input_qos,
     is_compressed_topic,
+    no_frame_message,
     output_prefixes,
     output_topic,
 )
@@ -351,25 +352,13 @@ class OwlNode(Node):
         self._no_frame_timer.cancel()
         s = self._settings
         for cam in self.cameras:
-            if cam.stats.received:
-                continue
-            pubs = self.get_publishers_info_by_topic(cam.resolved_topic)
-            seen = (
-                ", ".join(
-                    f"{p.node_namespace.rstrip('/')}/{p.node_name} "
-                    f"({p.qos_profile.reliability.name.lower()}, type {p.topic_type})"
-                    for p in pubs
+            if not cam.stats.received:
+                publishers = self.get_publishers_info_by_topic(cam.resolved_topic)
+                self.get_logger().warning(
+                    no_frame_message(
+                        cam, s.no_frame_warning, s.input_reliability, s.input_depth, publishers
+                    )
                 )
-                or "none"
-            )
-            kind = "CompressedImage" if cam.compressed else "Image"
-            self.get_logger().warning(
-                f"no frame received on {cam.resolved_topic} ({kind}) within "
-                f"{s.no_frame_warning:g} s; subscribed with QoS reliability={s.input_reliability}, "
-                f"depth={s.input_depth}; publishers seen: {seen}. A reliable subscriber gets "
-                "nothing from a best-effort publisher; check the topic name and remappings."
-            )
-            cam.warned_no_frame = True
 
     def _publish_diagnostics(self) -> None:
         name = self.get_fully_qualified_name()
@@ -378,7 +367,7 @@ class OwlNode(Node):
             node_status(
                 name,
                 model=s.model,
-                clip_model=s.clip_model or None,
+                clip_model=s.clip_model or "none",
                 backend=s.backend,
                 device=s.device,
                 prompt=s.prompt,
