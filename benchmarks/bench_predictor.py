@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     ms_b, res_b = median_ms(lambda: predictor.predict(image, flat), args.runs)
 
     # (c) the tree with a fixed number of regions
-    tree_cfg = PredictorConfig(threshold=0.0, max_regions=args.regions, max_detections=1000)
+    tree_cfg = PredictorConfig(threshold=0.0, max_regions=args.regions, max_detections=100_000)
     tree = predictor.prepare(TREE)
     ms_c, res_c = median_ms(lambda: predictor.predict(image, tree, tree_cfg), args.runs)
     regions = len({d.parent_id for d in res_c.detections if d.parent_id})

@@ -321,32 +321,52 @@ def generalized_box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return iou - (hull - union) / hull.clamp(min=1e-12)
 
 
+def _greedy_keep(suppresses: np.ndarray) -> np.ndarray:
+    """Greedy pass over a score-sorted [N, N] 'i suppresses j' matrix; returns the keep mask."""
+    n = suppresses.shape[0]
+    keep = np.ones(n, dtype=bool)
+    for i in range(n):
+        if keep[i]:
+            keep[i + 1 :] &= ~suppresses[i, i + 1 :]
+    return keep
+
+
+def _suppression_matrix(boxes: torch.Tensor, iou_threshold: float) -> np.ndarray:
+    """IoU > threshold as a bool matrix; numpy on CPU (small ops stall torch's thread pool)."""
+    if boxes.device.type != "cpu":
+        return (box_iou(boxes, boxes) > iou_threshold).cpu().numpy()
+    b = boxes.detach().float().numpy()
+    area = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    w = np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0])
+    h = np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1])
+    inter = np.clip(w, 0, None) * np.clip(h, 0, None)
+    union = area[:, None] + area[None, :] - inter
+    return inter > iou_threshold * union  # IoU > t without dividing (0 when union is 0)
+
+
 def nms(
     boxes: torch.Tensor,
     scores: torch.Tensor,
     iou_threshold: float,
     groups: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Greedy NMS, exact, vectorised as a fixed-point iteration; kept indices by score desc.
+    """Exact greedy NMS; kept indices sorted by score (desc, stable).
 
-    With `groups`, a box only suppresses boxes of the same group (class-aware NMS).
+    With `groups`, a box only suppresses boxes of the same group (class-aware NMS). IoUs are
+    computed in torch on the boxes' device, one group at a time; the greedy pass runs on CPU.
     """
-    order = torch.argsort(scores, descending=True, stable=True)
-    if order.numel() <= 1:
-        return order
-    b = boxes[order]
-    suppresses = box_iou(b, b) > iou_threshold
-    if groups is not None:
-        g = groups[order]
-        suppresses &= g[:, None] == g[None, :]
-    suppresses = torch.triu(suppresses, diagonal=1)  # a higher-scored box i suppresses j
-    keep = torch.ones(order.numel(), dtype=torch.bool, device=boxes.device)
-    for _ in range(order.numel()):
-        new_keep = ~(suppresses & keep[:, None]).any(0)
-        if torch.equal(new_keep, keep):
-            break
-        keep = new_keep
-    return order[keep]
+    if boxes.numel() == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    if groups is None:
+        groups = torch.zeros(boxes.shape[0], dtype=torch.long, device=boxes.device)
+    kept = []
+    for group in torch.unique(groups).tolist():
+        members = (groups == group).nonzero().squeeze(1)
+        order = members[torch.argsort(scores[members], descending=True, stable=True)]
+        suppresses = _suppression_matrix(boxes[order], iou_threshold)
+        kept.append(order[torch.from_numpy(_greedy_keep(suppresses)).to(order.device)])
+    kept = torch.cat(kept)
+    return kept[torch.argsort(scores[kept], descending=True, stable=True)]
 
 
 def batched_nms(

@@ -27,7 +27,7 @@ from .models import LabelTooLongError
 from .models.clip import ClipModel
 from .models.owl import OwlModel, decode_boxes, decode_logits
 from .prompt import PromptError, Tree, parse_prompt
-from .queries import QueryStore, ReferenceQuery, select_query_patch
+from .queries import QueryStore, ReferenceQuery, check_query_name, select_query_patch
 from .results import Classification, Detection, LabelScore, TreeResult
 
 log = logging.getLogger("ros2_owl.predictor")
@@ -203,6 +203,7 @@ class TreePredictor:
 
     def register_query(self, name: str, image, box=None) -> ReferenceQuery:
         """Embed a reference region (box in pixels, None = whole image) and store it as $name."""
+        check_query_name(name)
         img = load_image(image, self.device)
         width, height = image_size(img)
         outputs = self._encode(self.owl_encoder, self.owl.preprocessor(img)[None])
