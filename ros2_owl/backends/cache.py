@@ -13,7 +13,9 @@ the artefact's sha256 are checked again: a mismatch is refused (``CacheError``) 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import logging
@@ -21,7 +23,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -274,6 +276,18 @@ class ArtefactCache:
                 leftover.unlink()
             tmpdir.rmdir()
         return CacheEntry(path, self.manifest_path(path), manifest)
+
+    @contextlib.contextmanager
+    def lock(self, key: ArtefactKey, ext: str) -> Iterator[None]:
+        """Exclusive per-artefact lock: a second process waits for a build instead of repeating it."""
+        path = self.path_for(key, ext)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(path.name + ".lock"), "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def remove(self, artefact: Path) -> None:
         """Delete an artefact and its manifest (and external-data side files)."""

@@ -295,12 +295,18 @@ def export_cached(
     cache = cache or ArtefactCache()
     key = onnx_key(module, model_id=model_id, revision=revision, max_batch=max_batch, opset=opset)
     say = progress or (lambda msg: LOG.info("%s", msg))
-    if force:
-        cache.remove(cache.path_for(key, "onnx"))
-    entry = cache.load(key, "onnx", on_invalid=on_invalid)
-    if entry is not None:
-        say(f"cached ONNX {entry.path}")
-        return entry
+    with cache.lock(key, "onnx"):
+        if force:
+            cache.remove(cache.path_for(key, "onnx"))
+        entry = cache.load(key, "onnx", on_invalid=on_invalid)
+        if entry is not None:
+            say(f"cached ONNX {entry.path}")
+            return entry
+        return _export_and_store(module, key, cache, max_batch, opset, verify, say)
+
+
+def _export_and_store(module, key, cache, max_batch, opset, verify, say) -> CacheEntry:
+    """Export, verify (optionally) and store one graph; nothing is stored when a step fails."""
     info: dict[str, object] = {}
 
     def write(tmp: Path) -> None:

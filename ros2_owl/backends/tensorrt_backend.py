@@ -296,39 +296,47 @@ def make_tensorrt_encoder(
     )
     fp16 = dtype == torch.float16
     key = engine_key(onnx_entry, device=dev, fp16=fp16, opt_batch=opt_batch)
-    say = progress or (lambda msg: LOG.info("%s", msg))
-    if force:
-        cache.remove(cache.path_for(key, "engine"))
-    entry = cache.load(key, "engine", on_invalid=on_invalid)
-    if entry is None:
-        report: dict[str, object] = {}
-
-        def write(tmp: Path) -> None:
-            say(f"building TensorRT engine ({key.precision}, batch 1..{max_batch}); minutes")
-            build_engine(
-                onnx_entry.path,
-                tmp,
-                image_size=size,
-                max_batch=max_batch,
-                opt_batch=opt_batch,
-                fp16=fp16,
-                progress=progress,
-            )
-            say("verifying the engine against torch")
-            encoder = TensorRTImageEncoder(
-                tmp, device=dev, output_names=names, image_size=size, max_batch=max_batch
-            )
-            x = sample_input(module, min(2, max_batch), seed=7)
-            parity = compare(encoder(x), torch_outputs(module, x), TOLERANCES[key.precision])
-            report["parity"] = parity.max_abs
-            if not parity.ok:
-                raise BackendError(
-                    f"TensorRT engine disagrees with torch ({parity.summary()}); not caching "
-                    f"it. Try dtype float32, or {FALLBACK}"
-                )
-
-        entry = cache.store(key, "engine", write, info=report)
-        say(f"stored engine {entry.path}")
+    with cache.lock(key, "engine"):
+        if force:
+            cache.remove(cache.path_for(key, "engine"))
+        entry = cache.load(key, "engine", on_invalid=on_invalid)
+        if entry is None:
+            entry = _build_and_store(cache, key, module, onnx_entry.path, dev, opt_batch, progress)
     return TensorRTImageEncoder(
         entry.path, device=dev, output_names=names, image_size=size, max_batch=max_batch
     )
+
+
+def _build_and_store(cache, key, module, onnx_path, dev, opt_batch, progress) -> CacheEntry:
+    """Build an engine, verify it against the torch module, and store it (only if it agrees)."""
+    say = progress or (lambda msg: LOG.info("%s", msg))
+    names, size = encoder_attrs(module)
+    report: dict[str, object] = {}
+
+    def write(tmp: Path) -> None:
+        say(f"building TensorRT engine ({key.precision}, batch 1..{key.max_batch}); minutes")
+        build_engine(
+            onnx_path,
+            tmp,
+            image_size=size,
+            max_batch=key.max_batch,
+            opt_batch=opt_batch,
+            fp16=key.precision == "float16",
+            progress=progress,
+        )
+        say("verifying the engine against torch")
+        encoder = TensorRTImageEncoder(
+            tmp, device=dev, output_names=names, image_size=size, max_batch=key.max_batch
+        )
+        x = sample_input(module, min(2, key.max_batch), seed=7)
+        parity = compare(encoder(x), torch_outputs(module, x), TOLERANCES[key.precision])
+        report["parity"] = parity.max_abs
+        if not parity.ok:
+            raise BackendError(
+                f"TensorRT engine disagrees with torch ({parity.summary()}); not caching "
+                f"it. Try dtype float32, or {FALLBACK}"
+            )
+
+    entry = cache.store(key, "engine", write, info=report)
+    say(f"stored engine {entry.path}")
+    return entry

@@ -1,0 +1,97 @@
+"""The whole TreePredictor gives the same detections with backend torch and onnxruntime.
+
+Tolerances (stated): same detections in the same order (ids, parents, labels); scores within
+1e-4, boxes within 1e-2 px, classification scores within 1e-4. The encoders agree to < 1e-6 so
+these bounds leave room only for float summation order, never for a different result.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ros2_owl.predictor import PredictorConfig, TreePredictor
+
+SCORE_TOL = 1e-4
+BOX_TOL_PX = 1e-2
+TREE = "[a person [a face, a hand] (standing, sitting)]"
+CONFIG = PredictorConfig(threshold=0.0, nms_iou=0.3, max_regions=3, max_detections=40)
+
+
+def scene(h: int = 120, w: int = 160) -> np.ndarray:
+    """Coloured rectangles on a gradient: deterministic, with structure for the encoder."""
+    img = np.zeros((h, w, 3), np.uint8)
+    img[...] = np.linspace(30, 200, w, dtype=np.uint8)[None, :, None]
+    img[20:100, 20:70] = (200, 40, 40)
+    img[40:90, 90:150] = (40, 200, 60)
+    img[30:45, 30:45] = (250, 220, 180)
+    return img
+
+
+@pytest.fixture(scope="module", params=["owlvit", "owlv2"])
+def predictors(request, model_cache_dir, tiny_owlvit_dir, tiny_owlv2_dir, tiny_clip_dir):
+    """(torch predictor, onnxruntime predictor) on the same tiny models."""
+    owl = tiny_owlvit_dir if request.param == "owlvit" else tiny_owlv2_dir
+    cache = str(model_cache_dir / "artefacts")  # persistent; keyed, so reuse is safe
+    kw = dict(clip_model=str(tiny_clip_dir), config=CONFIG, cache_dir=cache)
+    reference = TreePredictor.from_pretrained(str(owl), backend="torch", **kw)
+    onnx = TreePredictor.from_pretrained(str(owl), backend="onnxruntime", **kw)
+    assert onnx.owl_encoder.name == "onnxruntime" and onnx.clip_encoder.name == "onnxruntime"
+    return reference, onnx
+
+
+def assert_same_result(a, b):
+    assert len(a.detections) == len(b.detections) > 0
+    for x, y in zip(a.detections, b.detections, strict=True):
+        assert (x.id, x.parent_id, x.label_index, x.label) == (
+            y.id,
+            y.parent_id,
+            y.label_index,
+            y.label,
+        )
+        assert abs(x.score - y.score) <= SCORE_TOL, (x, y)
+        assert np.abs(np.subtract(x.box, y.box)).max() <= BOX_TOL_PX, (x.box, y.box)
+        assert len(x.classifications) == len(y.classifications)
+        for cx, cy in zip(x.classifications, y.classifications, strict=True):
+            assert (cx.node_index, cx.region_id) == (cy.node_index, cy.region_id)
+            for sx, sy in zip(cx.scores, cy.scores, strict=True):
+                assert sx.label == sy.label and abs(sx.score - sy.score) <= SCORE_TOL
+    assert a.dropped_regions == b.dropped_regions
+    assert len(a.image_classifications) == len(b.image_classifications)
+
+
+def test_flat_prompt_same_detections(predictors):
+    reference, onnx = predictors
+    prompt = "[a person, a car, a dog]"
+    config = PredictorConfig(threshold=0.0, nms_iou=0.5, max_detections=30)
+    a = reference.predict(scene(), reference.prepare(prompt), config)
+    b = onnx.predict(scene(), onnx.prepare(prompt), config)
+    assert len(a.detections) == 30
+    assert_same_result(a, b)
+
+
+def test_tree_prompt_same_detections_and_classifications(predictors):
+    reference, onnx = predictors
+    a = reference.predict(scene(), reference.prepare(TREE))
+    b = onnx.predict(scene(), onnx.prepare(TREE))
+    assert any(d.parent_id for d in a.detections)  # nested level ran on region crops
+    assert any(d.classifications for d in a.detections)
+    assert_same_result(a, b)
+
+
+def test_root_classify_same_scores(predictors):
+    reference, onnx = predictors
+    a = reference.predict(scene(), reference.prepare("(indoor, outdoor)"))
+    b = onnx.predict(scene(), onnx.prepare("(indoor, outdoor)"))
+    (ca,), (cb,) = a.image_classifications, b.image_classifications
+    for sa, sb in zip(ca.scores, cb.scores, strict=True):
+        assert abs(sa.score - sb.score) <= SCORE_TOL
+
+
+def test_other_image_sizes_and_batches(predictors):
+    reference, onnx = predictors
+    rng = np.random.default_rng(3)
+    image = (rng.random((75, 211, 3)) * 255).astype(np.uint8)
+    a = reference.predict(image, reference.prepare(TREE))
+    b = onnx.predict(image, onnx.prepare(TREE))
+    assert_same_result(a, b)
