@@ -115,6 +115,9 @@ class OwlNode(Node):
             raise StartupError(f"prompt parameter: {prompt_error_text(s.prompt, exc)}") from exc
         self._pending: tuple[Settings, Active] | None = None
         self._mailbox = Mailbox()
+        # image encoders may not be re-entrant (one TensorRT execution context): the worker's
+        # predict and a query registration on the executor thread take turns
+        self._encoder_lock = threading.Lock()
         self._warn_times: dict[str, float] = {}
         self.cameras = [self._make_camera(i, t, prefixes[i]) for i, t in enumerate(s.image_topics)]
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -268,7 +271,8 @@ class OwlNode(Node):
             box = (
                 (0.0, 0.0, float(w), float(h)) if x1 - x0 <= 0 or y1 - y0 <= 0 else (x0, y0, x1, y1)
             )
-            self.predictor.register_query(name, image, box)
+            with self._encoder_lock:
+                self.predictor.register_query(name, image, box)
             if self._settings.queries_file:
                 self.predictor.save_queries(self._settings.queries_file)
             if f"${name}" in self._settings.prompt:  # the state holds the old query embedding
@@ -319,7 +323,8 @@ class OwlNode(Node):
             return
         t0 = time.monotonic()
         try:
-            result = self.predictor.predict(image, active.state, active.config)
+            with self._encoder_lock:
+                result = self.predictor.predict(image, active.state, active.config)
         except ValueError as exc:  # ImageError: the predictor refuses this image
             cam.stats.frame_bad(str(exc))
             self._warn_throttled(cam, f"dropped a bad frame: {exc}")
