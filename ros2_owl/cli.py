@@ -238,6 +238,39 @@ def _random_stand_in(model_id: str, kind: str, full_size: bool, cache_dir) -> st
     return str(ensure_random_model(name, root))
 
 
+def _random_models(model, clip_model, full_size: bool, cache_dir, reasons: list[str]):
+    """Random stand-ins for (model, clip_model), announced so nobody mistakes them for real."""
+    owl = _random_stand_in(model, "owl", full_size, cache_dir)
+    clip = (
+        None if clip_model is None else _random_stand_in(clip_model, "clip", full_size, cache_dir)
+    )
+    size = "full-size" if full_size else "tiny"
+    print(BANNER)
+    print("!!! RANDOM WEIGHTS: real weights are not available here:")
+    for reason in reasons:
+        print(f"!!!   {reason}")
+    print(f"!!! Running a {size} random-weight model built from the architecture config")
+    print(f"!!! ({owl}). Every stage runs, but the detections are MEANINGLESS.")
+    print(BANNER)
+    return owl, clip
+
+
+def demo_models(
+    model: str, clip_model: str | None, *, full_size: bool = False, cache_dir=None
+) -> tuple[str, str | None, bool]:
+    """(model, clip_model, is_random): the real ids where their weights are available here,
+    else loudly announced random-weight stand-ins (used by `ros2-owl demo` and the ROS demo)."""
+    reasons = []
+    for model_id in (model, clip_model):
+        if model_id is not None:
+            ok, why = weights_available(model_id)
+            if not ok:
+                reasons.append(f"{model_id}: {why}")
+    if not reasons:
+        return model, clip_model, False
+    return (*_random_models(model, clip_model, full_size, cache_dir, reasons), True)
+
+
 def cmd_demo(args) -> int:
     """`demo`: real weights when available, else a loudly labelled random model; then detect."""
     from .models import ModelLoadError
@@ -247,40 +280,21 @@ def cmd_demo(args) -> int:
     if not images:
         print("error: no images given and no bundled samples found", file=sys.stderr)
         return 2
-    chosen, reasons = {}, []
-    for kind, model_id in (
-        ("owl", args.model),
-        ("clip", None if args.no_clip else args.clip_model),
-    ):
-        if model_id is None:
-            continue
-        ok, why = weights_available(model_id)
-        chosen[kind] = model_id if ok else None
-        if not ok:
-            reasons.append(f"{model_id}: {why}")
-    predictor = None
-    if all(chosen.values()):
-        try:
-            predictor = _load(args, chosen["owl"], chosen.get("clip"))
-            print(f"using real weights: {', '.join(chosen.values())}")
-        except ModelLoadError as error:
-            reasons.append(str(error))
-    if predictor is None:
-        owl = _random_stand_in(args.model, "owl", args.full_size, args.cache_dir)
-        clip = (
-            None
-            if args.no_clip
-            else _random_stand_in(args.clip_model, "clip", args.full_size, args.cache_dir)
-        )
-        size = "full-size" if args.full_size else "tiny"
-        print(BANNER)
-        print("!!! RANDOM WEIGHTS: real weights are not available here:")
-        for reason in reasons:
-            print(f"!!!   {reason}")
-        print(f"!!! Running a {size} random-weight model built from the architecture config")
-        print(f"!!! ({owl}). Every stage runs, but the detections are MEANINGLESS.")
-        print(BANNER)
+    clip_model = None if args.no_clip else args.clip_model
+    owl, clip, is_random = demo_models(
+        args.model, clip_model, full_size=args.full_size, cache_dir=args.cache_dir
+    )
+    try:
         predictor = _load(args, owl, clip)
+    except ModelLoadError as error:
+        if is_random:
+            raise
+        reasons = [str(error)]
+        owl, clip = _random_models(args.model, clip_model, args.full_size, args.cache_dir, reasons)
+        predictor = _load(args, owl, clip)
+    else:
+        if not is_random:
+            print(f"using real weights: {', '.join(m for m in (owl, clip) if m)}")
     print(f"prompt: {args.prompt}")
     return _run(args, predictor, images)
 

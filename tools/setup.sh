@@ -46,6 +46,9 @@ import torch, transformers, rclpy  # noqa: F401  fail here, not in the tests, wh
 assert torch.__version__.startswith("2.13.0"), torch.__version__
 assert not torch.version.cuda, "a CUDA torch was pulled in; only the CPU build is allowed here"
 PY
+  # the `ros2-owl` command, from this checkout (editable, so edits need no reinstall)
+  python -m pip install -q --no-deps --no-build-isolation -e "$repo" 2>&1 \
+    | grep -v "is ignored: it is neither a file nor a directory" || true
   echo "$want" > "$stamp"
 fi
 
