@@ -150,6 +150,8 @@ class TreePredictor:
             raise TypeError(f"prompt must be a str or Tree, got {type(prompt).__name__}")
         text = prompt if isinstance(prompt, str) else tree.to_prompt()
         default = self.config.threshold if threshold is None else threshold
+        if isinstance(default, bool) or not 0.0 <= float(default) <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {default!r}")
         overrides = dict(label_thresholds or {})
         thresholds = tree.detect_thresholds(default, overrides)  # validates the values
         explicit = frozenset(
