@@ -15,7 +15,7 @@ def _start(tmp_path, name: str, **params) -> subprocess.Popen:
         owl_node_args(f"/startup_{name}", **params),
         stdout=log,
         stderr=subprocess.STDOUT,
-        env=child_env(),
+        env=child_env(HF_HUB_OFFLINE="1"),  # a hub id fails at once instead of retrying
     )
     proc.log = log
     return proc
@@ -43,6 +43,10 @@ def test_bad_setups_exit_2_with_a_clear_message(tmp_path, tiny_owlvit_dir, tiny_
         "missing_model": (
             {"model": missing, "clip_model": tiny_clip_dir},
             ["could not load the models", str(missing)],
+        ),
+        "unknown_hub_id": (
+            {"model": "nobody/no-such-owl", "clip_model": tiny_clip_dir},
+            ["could not load the models", "nobody/no-such-owl"],
         ),
         "bad_prompt": ({**models, "prompt": '"[a cat, (big"'}, ["prompt parameter", "column"]),
         "out_of_range": ({**models, "threshold": 3.0}, ["threshold", "out of range"]),

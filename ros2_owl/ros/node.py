@@ -93,6 +93,16 @@ class OwlNode(Node):
 
     def __init__(self, *, predictor: TreePredictor | None = None, **node_kwargs: Any):
         super().__init__("owl_node", **node_kwargs)
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._mailbox = Mailbox()
+        try:
+            self._setup(predictor)
+        except BaseException:
+            self.destroy_node()  # no half-built node left for rclpy.shutdown() to tear down
+            raise
+
+    def _setup(self, predictor: TreePredictor | None) -> None:
         try:
             declare_parameters(self)
         except Exception as exc:  # a --params-file value of the wrong type or out of range
@@ -114,7 +124,6 @@ class OwlNode(Node):
         except (PromptError, ValueError) as exc:
             raise StartupError(f"prompt parameter: {prompt_error_text(s.prompt, exc)}") from exc
         self._pending: tuple[Settings, Active] | None = None
-        self._mailbox = Mailbox()
         # image encoders may not be re-entrant (one TensorRT execution context): the worker's
         # predict and a query registration on the executor thread take turns
         self._encoder_lock = threading.Lock()
@@ -130,7 +139,6 @@ class OwlNode(Node):
         if s.no_frame_warning > 0:
             self._no_frame_timer = self.create_timer(s.no_frame_warning, self._check_no_frames)
         self._publish_label_info()
-        self._stop = threading.Event()
         self._worker = threading.Thread(target=self._work, name="owl_inference", daemon=True)
         self._worker.start()
         self.get_logger().info(
@@ -389,7 +397,7 @@ class OwlNode(Node):
     def destroy_node(self) -> None:
         self._stop.set()
         self._mailbox.close()
-        if self._worker.is_alive():
+        if self._worker is not None and self._worker.is_alive():
             self._worker.join(timeout=10)
         super().destroy_node()
 
