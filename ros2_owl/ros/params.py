@@ -147,8 +147,8 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "scoring",
         "independent",
-        "Detection scoring: 'independent' sigmoid per label, or 'exclusive' softmax across "
-        "the labels of a group.",
+        "Detection scoring: 'independent' judges every (box, label) pair on its own; "
+        "'exclusive' keeps only each box's best label of its group (NanoOWL's behaviour).",
         choices=("independent", "exclusive"),
     ),
     ParamSpec(
@@ -158,7 +158,7 @@ PARAMS: tuple[ParamSpec, ...] = (
         range=(0.0, 1.0),
     ),
     ParamSpec(
-        "max_detections", 100, "Most detections kept per group and region.", range=(1, 10000)
+        "max_detections", 100, "Most detections per frame, all levels together.", range=(1, 10000)
     ),
     ParamSpec("max_regions", 8, "Most regions a nested level runs on per frame.", range=(0, 1024)),
     ParamSpec(
