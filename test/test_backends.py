@@ -179,3 +179,13 @@ def test_tensorrt_engine_matches_torch_and_is_cached(tmp_path):
     )
     assert list((tmp_path / "tensorrt").glob("*.engine")) == engines
     torch.testing.assert_close(again(x)["boxes"], out["boxes"])
+
+
+def test_thread_count_override_from_environment(monkeypatch):
+    import onnxruntime as ort
+
+    monkeypatch.setenv("ROS2_OWL_ORT_THREADS", "1")
+    assert session_options(ort).intra_op_num_threads == 1
+    monkeypatch.setenv("ROS2_OWL_ORT_THREADS", "zero")
+    with pytest.raises(BackendError, match="ROS2_OWL_ORT_THREADS must be a positive integer"):
+        session_options(ort)

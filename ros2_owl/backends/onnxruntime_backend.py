@@ -20,6 +20,7 @@ from ros2_owl.backends.base import BackendError
 LOG = logging.getLogger(__name__)
 
 FALLBACK = "use backend='torch' (always available) instead"
+THREADS_ENV = "ROS2_OWL_ORT_THREADS"
 
 _ORT_TYPES = {
     "tensor(float)": torch.float32,
@@ -78,12 +79,27 @@ def choose_providers(device: str | torch.device, available: Sequence[str]) -> li
     return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
+def default_threads() -> int:
+    """Intra-op threads: $ROS2_OWL_ORT_THREADS when set (a CPU shared with other nodes), else
+    one per physical core."""
+    env = os.environ.get(THREADS_ENV, "").strip()
+    if env:
+        try:
+            value = int(env)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise BackendError(f"{THREADS_ENV} must be a positive integer, got {env!r}")
+        return value
+    return physical_cores()
+
+
 def session_options(ort, threads: int | None = None):
     """Session options used everywhere: full graph optimisation, threads = physical cores."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.intra_op_num_threads = threads or physical_cores()
+    opts.intra_op_num_threads = threads or default_threads()
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     return opts
@@ -105,6 +121,7 @@ class OnnxRuntimeImageEncoder:
         image_size: int | None = None,
     ) -> None:
         ort = import_onnxruntime()
+        self.onnx_path = Path(onnx_path)
         self.device = torch.device(device)
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", 0)
@@ -115,7 +132,7 @@ class OnnxRuntimeImageEncoder:
             {"device_id": str(self.device.index or 0)} if p != "CPUExecutionProvider" else {}
             for p in self.providers
         ]
-        self.threads = threads or physical_cores()
+        self.threads = threads or default_threads()
         try:
             self.session = ort.InferenceSession(
                 str(onnx_path),
