@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -13,9 +11,9 @@ from torch import nn
 from ..image_ops import Preprocessor
 from . import LabelTooLongError, ModelLoadError, load_pretrained
 from .random_init import is_random_weights
+from .text_cache import TextEmbeddingCache
 
 CLIP_TEXT_TOKENS = 77
-_TEXT_CACHE_SIZE = 4096
 
 
 class ClipImageEncoder(nn.Module):
@@ -57,9 +55,9 @@ class ClipModel:
         size = info.image_size
         self.preprocess_image = Preprocessor(size, "crop", mean, std)  # CLIPProcessor's rule
         self.preprocess_region = Preprocessor(size, "pad_center", mean, std)
-        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self._lock = threading.Lock()
-        self.labels_encoded = 0
+        self.text_cache = TextEmbeddingCache(
+            self._run_text, self.check_label, info.embed_dim, self.device
+        )
 
     @classmethod
     def load(cls, model_id: str, device: str = "cpu", cache_dir: str | None = None) -> ClipModel:
@@ -96,26 +94,20 @@ class ClipModel:
         std = tuple(float(v) for v in ip.image_std)
         return cls(model, processor.tokenizer, info, mean, std)
 
+    def check_label(self, text: str) -> None:
+        """Raise LabelTooLongError when `text` exceeds CLIP's 77-token text context."""
+        count = len(self.tokenizer(text, truncation=False)["input_ids"])
+        if count > CLIP_TEXT_TOKENS:
+            raise LabelTooLongError(text, count, CLIP_TEXT_TOKENS, "CLIP")
+
     def encode_text(self, labels: Sequence[str]) -> torch.Tensor:
         """Normalised text embeddings [N, D]; only labels not seen before run the encoder."""
-        with self._lock:
-            missing = list(dict.fromkeys(t for t in labels if t not in self._cache))
-            if missing:
-                for text in missing:
-                    count = len(self.tokenizer(text, truncation=False)["input_ids"])
-                    if count > CLIP_TEXT_TOKENS:
-                        raise LabelTooLongError(text, count, CLIP_TEXT_TOKENS, "CLIP")
-                self.labels_encoded += len(missing)
-                for text, emb in zip(missing, self._run_text(missing), strict=True):
-                    self._cache[text] = emb
-            for text in labels:
-                self._cache.move_to_end(text)
-            out = torch.stack([self._cache[t] for t in labels]) if labels else None
-            while len(self._cache) > _TEXT_CACHE_SIZE:
-                self._cache.popitem(last=False)
-        if out is None:
-            return torch.zeros(0, self.info.embed_dim, device=self.device)
-        return out
+        return self.text_cache.get(labels)
+
+    @property
+    def labels_encoded(self) -> int:
+        """Texts run through the text encoder so far (cache misses)."""
+        return self.text_cache.labels_encoded
 
     @torch.inference_mode()
     def _run_text(self, texts: list[str]) -> torch.Tensor:

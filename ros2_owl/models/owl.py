@@ -6,8 +6,6 @@ The split reproduces ``OwlViTForObjectDetection.forward`` / ``Owlv2ForObjectDete
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,9 +15,9 @@ from torch import nn
 from ..image_ops import Preprocessor, cxcywh_to_xyxy
 from . import LabelTooLongError, ModelLoadError, load_pretrained
 from .random_init import is_random_weights
+from .text_cache import TextEmbeddingCache
 
 OWL_TEXT_TOKENS = 16
-_TEXT_CACHE_SIZE = 4096
 
 
 class OwlImageEncoder(nn.Module):
@@ -98,10 +96,9 @@ class OwlModel:
         self.preprocessor = preprocessor
         self.encoder = OwlImageEncoder(model)
         self.device = next(model.parameters()).device
-        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self._lock = threading.Lock()
-        self.labels_encoded = 0  # texts run through the text encoder (cache misses), for tests
-        self.encode_calls = 0
+        self.text_cache = TextEmbeddingCache(
+            self._run_text, self.check_label, info.embed_dim, self.device
+        )
 
     @classmethod
     def load(cls, model_id: str, device: str = "cpu", cache_dir: str | None = None) -> OwlModel:
@@ -152,23 +149,12 @@ class OwlModel:
 
     def encode_text(self, labels: Sequence[str]) -> torch.Tensor:
         """Normalised text embeddings [N, D]; only labels not seen before run the encoder."""
-        with self._lock:
-            missing = list(dict.fromkeys(t for t in labels if t not in self._cache))
-            if missing:
-                for text in missing:
-                    self.check_label(text)
-                self.encode_calls += 1
-                self.labels_encoded += len(missing)
-                for text, emb in zip(missing, self._run_text(missing), strict=True):
-                    self._cache[text] = emb
-            for text in labels:
-                self._cache.move_to_end(text)
-            out = torch.stack([self._cache[t] for t in labels]) if labels else None
-            while len(self._cache) > _TEXT_CACHE_SIZE:
-                self._cache.popitem(last=False)
-        if out is None:
-            return torch.zeros(0, self.info.embed_dim, device=self.device)
-        return out
+        return self.text_cache.get(labels)
+
+    @property
+    def labels_encoded(self) -> int:
+        """Texts run through the text encoder so far (cache misses)."""
+        return self.text_cache.labels_encoded
 
     @torch.inference_mode()
     def _run_text(self, texts: list[str]) -> torch.Tensor:
