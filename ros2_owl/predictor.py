@@ -323,9 +323,9 @@ class TreePredictor:
             scale = torch.tensor([sx, sy, sx, sy], device=boxes_norm.device)
             offset = torch.tensor([x0, y0, x0, y0], device=boxes_norm.device, dtype=torch.float32)
             boxes = boxes_norm[row] * scale + offset
-            if region.id != 0:  # nested boxes stay inside their parent's crop
-                limit = torch.tensor([x1, y1, x1, y1], device=boxes.device, dtype=boxes.dtype)
-                boxes = torch.minimum(torch.maximum(boxes, offset[:2].repeat(2)), limit)
+            # boxes stay inside their region: the image for the root, the parent's crop below
+            limit = torch.tensor([x1, y1, x1, y1], device=boxes.device, dtype=boxes.dtype)
+            boxes = torch.minimum(torch.maximum(boxes, offset[:2].repeat(2)), limit)
             one = {k: v[row : row + 1] for k, v in outputs.items()}
             scores = torch.sigmoid(decode_logits(one, state.detect_queries[node_index])[0])
             labels = torch.tensor(tree.nodes[node_index].outputs, device=scores.device)
