@@ -388,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
 
     flat_ort, flat_bf16 = ours.prepare(FLAT_PROMPT), bf16.prepare(FLAT_PROMPT)
     # Threshold 0: always more person candidates than max_regions, so exactly --regions crops.
-    tree_cfg = PredictorConfig(threshold=0.0, max_regions=args.regions, max_detections=300)
+    tree_cfg = PredictorConfig(threshold=0.0, max_regions=args.regions, max_detections=100_000)
     tree_ort, tree_bf16 = ours.prepare(TREE_PROMPT), bf16.prepare(TREE_PROMPT)
 
     rounds = Rounds(args.repeats, time.thread_time if args.clock == "cpu" else time.perf_counter)

@@ -200,3 +200,17 @@ def test_module_fingerprint_sees_weight_changes():
     with torch.no_grad():
         b.weight[1, 2] += 1e-3
     assert module_fingerprint(a) != module_fingerprint(b)
+
+
+def test_module_fingerprint_is_independent_of_thread_count():
+    torch.manual_seed(1)
+    module = torch.nn.Sequential(torch.nn.Linear(512, 512), torch.nn.LayerNorm(512))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = module_fingerprint(module)
+        torch.set_num_threads(max(2, threads))
+        assert module_fingerprint(module) == one
+    finally:
+        torch.set_num_threads(threads)
+    assert module_fingerprint(module.to(torch.bfloat16)) != one  # dtype and bytes count

@@ -92,20 +92,16 @@ def model_fingerprint(model_id: str, revision: str | None = None) -> str:
 
 
 def module_fingerprint(module: torch.nn.Module) -> str:
-    """Cheap digest of a module's weights (shapes, dtypes, sums, a few values) to catch swaps."""
+    """sha256 of a module's weights (names, shapes, dtypes, raw bytes): exact and deterministic
+    (~0.3 s for an OWL-ViT B/32 vision tower), so a different checkpoint never reuses a graph."""
     h = hashlib.sha256()
     with torch.no_grad():
         for name, tensor in sorted(module.state_dict().items()):
             t = tensor.detach()
             h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-            if t.numel() == 0 or not (t.is_floating_point() or t.dtype == torch.bool):
-                if t.numel():
-                    h.update(t.reshape(-1)[:16].cpu().to(torch.int64).numpy().tobytes())
-                continue
-            flat = t.reshape(-1).to(torch.float64)
-            stats = torch.stack([flat.sum(), flat.abs().sum()]).cpu()
-            h.update(stats.numpy().tobytes())
-            h.update(torch.cat([flat[:8], flat[-8:]]).cpu().numpy().tobytes())
+            if t.numel():
+                raw = t.reshape(-1).contiguous().cpu().view(torch.uint8)
+                h.update(raw.numpy().data)
     return h.hexdigest()[:16]
 
 
