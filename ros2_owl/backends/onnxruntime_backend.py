@@ -213,6 +213,8 @@ class OnnxRuntimeImageEncoder:
                 t.data_ptr(),
             )
         if self.device.type == "cuda":
+            # ORT runs on its own CUDA stream: torch's pending writes to x must land first.
+            torch.cuda.current_stream(self.device).synchronize()
             binding.synchronize_inputs()
         self.session.run_with_iobinding(binding)
         if self.device.type == "cuda":
