@@ -46,6 +46,10 @@ def test_builds_then_reuses_and_lists(tmp_path, capsys, tiny_owlv2_dir, tiny_cli
     assert any("OwlImageEncoder 96px float32 batch 1..2 onnx" in line for line in listing)
     assert any("ClipImageEncoder 64px float32 batch 1..2 onnx" in line for line in listing)
 
+    assert main(["--clear", "--cache-dir", str(tmp_path)]) == 0
+    assert "removed 2 artefacts" in capsys.readouterr().out
+    assert list(ArtefactCache(tmp_path).entries()) == []
+
 
 def test_unloadable_model_is_one_error_line(tmp_path, capsys):
     code = main(["--model", str(tmp_path / "missing"), "--no-clip", "--cache-dir", str(tmp_path)])

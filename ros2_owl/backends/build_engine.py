@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="a stale/corrupt cached artefact is rebuilt (default) or reported as an error",
     )
     parser.add_argument("--list", action="store_true", help="list cached artefacts and exit")
+    parser.add_argument(
+        "--clear", action="store_true", help="delete every cached artefact (and manifest) and exit"
+    )
     return parser
 
 
@@ -141,6 +144,12 @@ def run(args: argparse.Namespace) -> int:
     cache = ArtefactCache(args.cache_dir)
     if args.list:
         list_cache(cache)
+        return 0
+    if args.clear:
+        entries = list(cache.entries())
+        for entry in entries:
+            cache.remove(entry.path)
+        print(f"removed {len(entries)} artefacts from {cache.root}")
         return 0
     if args.device is None:
         args.device = "cuda" if args.backend == "tensorrt" else "cpu"
