@@ -1,9 +1,11 @@
 """ONNX Runtime image encoder: a cached, verified ONNX export run with torch tensors in and out.
 
-Providers: TensorRT and CUDA execution providers first when the device is CUDA and the installed
-onnxruntime has them, else the CPU provider. Session: all graph optimisations, one intra-op
-thread per physical core (hyper-threads slow ORT's GEMMs down), sequential execution. Inputs
-and outputs are bound with IOBinding to torch tensors, so no numpy copy happens per frame.
+Providers: the CUDA execution provider (then CPU) when the device is CUDA and the installed
+onnxruntime has it, else the CPU provider. ORT's own TensorRT provider is not used: it builds
+engines at session start with its own cache; backend='tensorrt' builds ours, keyed and verified.
+Session: all graph optimisations, one intra-op thread per physical core (hyper-threads share
+FMA units; $ROS2_OWL_ORT_THREADS overrides), sequential execution. Inputs and outputs are bound
+with IOBinding to torch tensors, so no numpy copy happens per frame.
 """
 
 from __future__ import annotations
