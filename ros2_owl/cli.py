@@ -40,7 +40,9 @@ def _add_model_args(p: argparse.ArgumentParser, *, model_default: str | None) ->
     p.add_argument("--clip-model", default=DEFAULT_CLIP, help="CLIP hub id or directory")
     p.add_argument("--no-clip", action="store_true", help="no CLIP (prompts without classify)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16")
+    p.add_argument(
+        "--dtype", default="auto", help="float32, float16, bfloat16 or auto (float16 for tensorrt)"
+    )
     p.add_argument("--backend", default="torch", help="torch, onnxruntime or tensorrt")
     p.add_argument("--cache-dir", default=None, help="model/engine cache directory")
     p.add_argument("--threshold", type=float, default=0.1, help="default detection threshold")

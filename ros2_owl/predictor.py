@@ -118,7 +118,7 @@ class TreePredictor:
         model: str = "google/owlvit-base-patch32",
         clip_model: str | None = "openai/clip-vit-base-patch32",
         device: str = "cpu",
-        dtype: str = "float32",
+        dtype: str = "auto",
         backend: str = "torch",
         config: PredictorConfig | None = None,
         cache_dir: str | None = None,

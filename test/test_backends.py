@@ -189,3 +189,14 @@ def test_thread_count_override_from_environment(monkeypatch):
     monkeypatch.setenv("ROS2_OWL_ORT_THREADS", "zero")
     with pytest.raises(BackendError, match="ROS2_OWL_ORT_THREADS must be a positive integer"):
         session_options(ort)
+
+
+def test_auto_dtype_means_float16_engines_for_tensorrt_only():
+    """The node, CLI and build_engine share one rule, so they key the same cached engine."""
+    from ros2_owl.backends import resolve_dtype
+
+    assert resolve_dtype("tensorrt", "auto") == "float16"
+    assert resolve_dtype("onnxruntime", "auto") == "float32"
+    assert resolve_dtype("torch", "auto") == "float32"
+    assert resolve_dtype("tensorrt", "float32") == "float32"
+    assert resolve_dtype("torch", "bfloat16") == "bfloat16"

@@ -20,9 +20,17 @@ __all__ = [
     "ImageEncoderBackend",
     "TorchImageEncoder",
     "make_image_encoder",
+    "resolve_dtype",
 ]
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
+
+
+def resolve_dtype(backend: str, dtype: str) -> str:
+    """'auto' -> float16 for TensorRT engines (what build_engine builds), float32 otherwise."""
+    if dtype == "auto":
+        return "float16" if backend == "tensorrt" else "float32"
+    return dtype
 
 
 def make_image_encoder(
@@ -31,7 +39,7 @@ def make_image_encoder(
     *,
     model_id: str,
     device: str = "cpu",
-    dtype: str = "float32",
+    dtype: str = "auto",
     cache_dir: str | None = None,
     max_batch: int = 8,
     force: bool = False,
@@ -43,6 +51,7 @@ def make_image_encoder(
     ``on_invalid``: what a stale or corrupted cached artefact does — "rebuild" (log a warning,
     delete it, export/build again) or "error" (raise CacheError with the reason).
     """
+    dtype = resolve_dtype(backend, dtype)
     if backend == "torch":
         return TorchImageEncoder(module, device=device, dtype=dtype)
     if backend not in BACKENDS:

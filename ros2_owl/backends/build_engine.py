@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from ros2_owl.backends import resolve_dtype
 from ros2_owl.backends.cache import ArtefactCache, CacheError, default_cache_dir
 
 DEFAULT_MODEL = "google/owlvit-base-patch32"
@@ -34,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--backend", choices=("onnxruntime", "tensorrt"), default="onnxruntime")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda for tensorrt)")
     parser.add_argument(
-        "--dtype", default=None, help="float32 or float16 (default: float16 for tensorrt)"
+        "--dtype", default="auto", help="float32, float16 or auto (float16 for tensorrt)"
     )
     parser.add_argument(
         "--max-batch",
@@ -153,8 +154,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.device is None:
         args.device = "cuda" if args.backend == "tensorrt" else "cpu"
-    if args.dtype is None:
-        args.dtype = "float16" if args.backend == "tensorrt" else "float32"
+    args.dtype = resolve_dtype(args.backend, args.dtype)
     if args.max_batch < 1:
         print("error: --max-batch must be >= 1", file=sys.stderr)
         return 1

@@ -176,10 +176,11 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("device", "cpu", "Torch device, e.g. 'cpu' or 'cuda:0'.", read_only=True),
     ParamSpec(
         "dtype",
-        "float32",
-        "Model precision.",
+        "auto",
+        "Image-encoder precision; 'auto' = float16 for tensorrt (the engine build_engine makes), "
+        "else float32.",
         read_only=True,
-        choices=("float32", "float16", "bfloat16"),
+        choices=("auto", "float32", "float16", "bfloat16"),
     ),
     ParamSpec(
         "backend",
@@ -300,7 +301,7 @@ class Settings:
     model: str = SPECS["model"].default
     clip_model: str = SPECS["clip_model"].default
     device: str = "cpu"
-    dtype: str = "float32"
+    dtype: str = "auto"
     backend: str = "torch"
     cache_dir: str = ""
     queries_file: str = ""
