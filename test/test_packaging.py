@@ -113,3 +113,27 @@ def test_wheel_installs_core_and_cli(tmp_path):
     )
     assert cli.returncode == 0, cli.stderr
     assert "detect" in cli.stdout
+
+
+def test_colcon_install_has_the_ros_executables(tmp_path):
+    """`ros2 run ros2_owl owl_node|build_engine` find these through the ament index."""
+    from fixtures_ros import _import_rclpy
+
+    _import_rclpy()
+    from ament_index_python.packages import get_package_prefix, get_package_share_directory
+
+    lib = Path(get_package_prefix("ros2_owl")) / "lib" / "ros2_owl"
+    for name in ("owl_node", "build_engine"):
+        assert os.access(lib / name, os.X_OK), f"{lib / name} missing or not executable"
+    share = Path(get_package_share_directory("ros2_owl"))
+    assert (share / "config" / "owl.yaml").is_file()
+    assert (share / "config" / "fastdds_large_shm.xml").is_file()
+    assert (share / "launch" / "owl.launch.py").is_file()
+    out = subprocess.run(
+        [sys.executable, str(lib / "build_engine"), "--list", "--cache-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert str(tmp_path) in out.stdout
