@@ -149,6 +149,16 @@ class TreePredictor:
         if not isinstance(tree, Tree):
             raise TypeError(f"prompt must be a str or Tree, got {type(prompt).__name__}")
         text = prompt if isinstance(prompt, str) else tree.to_prompt()
+        classify_outputs = set(tree.classify_labels())
+        for node in tree.nodes:
+            if node.input in classify_outputs:  # parses (as in NanoOWL) but has no region to run on
+                raise PromptError(
+                    f"group at column {node.column} is nested under classify label "
+                    f"'{tree.labels[node.input].text}': a classify label has no region of its own; "
+                    "attach the group to a detect label instead, e.g. '[a room [a lamp] "
+                    "(indoors, outdoors)]'",
+                    node.column,
+                )
         default = self.config.threshold if threshold is None else threshold
         if isinstance(default, bool) or not 0.0 <= float(default) <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {default!r}")

@@ -189,6 +189,9 @@ def test_prepare_errors(owlvit, tiny_owlvit_dir):
     with pytest.raises(PromptError, match="16") as info:
         owlvit.prepare(f"[a dog, {long_label}]")
     assert info.value.column == 8
+    with pytest.raises(PromptError, match="nested under classify label 'indoors'") as info:
+        owlvit.prepare("[a cat] (indoors [a lamp], outdoors)")
+    assert info.value.column == 17  # the nested "["
     no_clip = TreePredictor.from_pretrained(str(tiny_owlvit_dir), None)
     with pytest.raises(ValueError, match="no CLIP model"):
         no_clip.prepare("[a cat (black, white)]")
