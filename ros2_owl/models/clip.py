@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..image_ops import Preprocessor
-from . import LabelTooLongError, ModelLoadError, load_pretrained
+from . import ModelLoadError, load_pretrained
 from .random_init import is_random_weights
-from .text_cache import TextEmbeddingCache
+from .text_cache import CachedTextEncoder, TextEmbeddingCache
 
 CLIP_TEXT_TOKENS = 77
 
@@ -43,8 +42,11 @@ class ClipInfo:
     random_weights: bool
 
 
-class ClipModel:
+class ClipModel(CachedTextEncoder):
     """A loaded CLIP: cached text encoder, image encoder module and the two crop rules."""
+
+    max_text_tokens = CLIP_TEXT_TOKENS
+    text_model_name = "CLIP"
 
     def __init__(self, model: nn.Module, tokenizer, info: ClipInfo, mean, std):
         self.model = model
@@ -93,21 +95,6 @@ class ClipModel:
         mean = tuple(float(v) for v in ip.image_mean)
         std = tuple(float(v) for v in ip.image_std)
         return cls(model, processor.tokenizer, info, mean, std)
-
-    def check_label(self, text: str) -> None:
-        """Raise LabelTooLongError when `text` exceeds CLIP's 77-token text context."""
-        count = len(self.tokenizer(text, truncation=False)["input_ids"])
-        if count > CLIP_TEXT_TOKENS:
-            raise LabelTooLongError(text, count, CLIP_TEXT_TOKENS, "CLIP")
-
-    def encode_text(self, labels: Sequence[str]) -> torch.Tensor:
-        """Normalised text embeddings [N, D]; only labels not seen before run the encoder."""
-        return self.text_cache.get(labels)
-
-    @property
-    def labels_encoded(self) -> int:
-        """Texts run through the text encoder so far (cache misses)."""
-        return self.text_cache.labels_encoded
 
     @torch.inference_mode()
     def _run_text(self, texts: list[str]) -> torch.Tensor:

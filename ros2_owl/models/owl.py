@@ -6,16 +6,15 @@ The split reproduces ``OwlViTForObjectDetection.forward`` / ``Owlv2ForObjectDete
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..image_ops import Preprocessor, cxcywh_to_xyxy
-from . import LabelTooLongError, ModelLoadError, load_pretrained
+from . import ModelLoadError, load_pretrained
 from .random_init import is_random_weights
-from .text_cache import TextEmbeddingCache
+from .text_cache import CachedTextEncoder, TextEmbeddingCache
 
 OWL_TEXT_TOKENS = 16
 
@@ -86,8 +85,11 @@ class OwlInfo:
     random_weights: bool
 
 
-class OwlModel:
+class OwlModel(CachedTextEncoder):
     """A loaded OWL-ViT/OWLv2: text encoder with a per-label cache, image encoder module, decode."""
+
+    max_text_tokens = OWL_TEXT_TOKENS
+    text_model_name = "OWL"
 
     def __init__(self, model: nn.Module, tokenizer, info: OwlInfo, preprocessor: Preprocessor):
         self.model = model
@@ -140,21 +142,6 @@ class OwlModel:
         return cls(model, processor.tokenizer, info, Preprocessor(size, mode, mean, std, 0.0))
 
     # ------------------------------------------------------------------ text
-
-    def check_label(self, text: str) -> None:
-        """Raise LabelTooLongError when `text` exceeds the 16-token OWL text context."""
-        count = len(self.tokenizer(text, truncation=False)["input_ids"])
-        if count > OWL_TEXT_TOKENS:
-            raise LabelTooLongError(text, count, OWL_TEXT_TOKENS, "OWL")
-
-    def encode_text(self, labels: Sequence[str]) -> torch.Tensor:
-        """Normalised text embeddings [N, D]; only labels not seen before run the encoder."""
-        return self.text_cache.get(labels)
-
-    @property
-    def labels_encoded(self) -> int:
-        """Texts run through the text encoder so far (cache misses)."""
-        return self.text_cache.labels_encoded
 
     @torch.inference_mode()
     def _run_text(self, texts: list[str]) -> torch.Tensor:

@@ -49,3 +49,33 @@ class TextEmbeddingCache:
         if out is None:
             return torch.zeros(0, self._embed_dim, device=self._device)
         return out
+
+
+class CachedTextEncoder:
+    """Label checks and cached text embeddings for a model with a tokenizer and a token limit.
+
+    Subclasses set `max_text_tokens` and `text_model_name`, create `self.text_cache` and
+    implement `_run_text`.
+    """
+
+    max_text_tokens: int
+    text_model_name: str
+    tokenizer: object
+    text_cache: TextEmbeddingCache
+
+    def check_label(self, text: str) -> None:
+        """Raise LabelTooLongError when `text` does not fit the text encoder's context."""
+        from . import LabelTooLongError
+
+        count = len(self.tokenizer(text, truncation=False)["input_ids"])
+        if count > self.max_text_tokens:
+            raise LabelTooLongError(text, count, self.max_text_tokens, self.text_model_name)
+
+    def encode_text(self, labels: Sequence[str]) -> torch.Tensor:
+        """Normalised text embeddings [N, D]; only labels not seen before run the encoder."""
+        return self.text_cache.get(labels)
+
+    @property
+    def labels_encoded(self) -> int:
+        """Texts run through the text encoder so far (cache misses)."""
+        return self.text_cache.labels_encoded
