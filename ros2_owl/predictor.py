@@ -306,7 +306,7 @@ class TreePredictor:
         """Detect inside every region of a level with one encoder call; returns new records."""
         tree = state.tree
         jobs = _jobs(tree, level, "detect")
-        if not jobs:
+        if not jobs or already >= cfg.max_detections:  # frame budget spent: skip the encoder
             return []
         regions = list(dict.fromkeys(r.id for r, _ in jobs))
         by_id = {r.id: r for r, _ in jobs}

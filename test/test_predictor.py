@@ -95,6 +95,26 @@ def test_nms_and_max_detections(owlvit):
     assert [d.id for d in capped.detections] == [1, 2, 3]
 
 
+def test_spent_detection_budget_skips_nested_encoding(tiny_owlvit_dir):
+    """Once the root level fills max_detections, nested crops are not encoded for nothing."""
+    predictor = TreePredictor.from_pretrained(str(tiny_owlvit_dir), None)
+    batches = []
+    encoder = predictor.owl_encoder
+
+    def counting(pixels):
+        batches.append(pixels.shape[0])
+        return encoder(pixels)
+
+    predictor.owl_encoder = counting
+    state = predictor.prepare("[a cat [a dog]]", threshold=0.0)
+    full = predictor.predict(_scene(), state, PredictorConfig(threshold=0.0, max_detections=50))
+    assert batches == [1, 8] and any(d.parent_id != 0 for d in full.detections)
+    batches.clear()
+    capped = predictor.predict(_scene(), state, PredictorConfig(threshold=0.0, max_detections=4))
+    assert batches == [1]
+    assert len(capped.detections) == 4 and {d.parent_id for d in capped.detections} == {0}
+
+
 def test_per_label_thresholds(owlvit):
     state = owlvit.prepare("[a cat@0.99, a dog]", threshold=0.0)
     result = owlvit.predict(_scene(), state, FLAT)
