@@ -28,6 +28,12 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 # shellcheck disable=SC1091
 . "$venv/bin/activate"
+if [ "$system_ros" = 1 ]; then
+  # ROS's generated message modules are compiled against the system numpy: never shadow it
+  # with the pinned numpy 2 (a numpy-1 build of them fails to import under numpy 2).
+  grep -iv "^numpy==" "$repo/requirements/constraints.txt" > "$venv/constraints-system-ros.txt"
+  constraints="$venv/constraints-system-ros.txt"
+fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   pipq() { python -m pip install -q --disable-pip-version-check -c "$constraints" "$@" 2>&1 \
              | grep -v "is ignored: it is neither a file nor a directory" || true; }
