@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -59,3 +60,13 @@ def clip_tokenizer(model_cache_dir: Path):
     from ros2_owl.models.random_init import ensure_clip_tokenizer_dir
 
     return CLIPTokenizer.from_pretrained(ensure_clip_tokenizer_dir(model_cache_dir))
+
+
+def synthetic_scene(h: int = 120, w: int = 160) -> np.ndarray:
+    """Coloured rectangles on a gradient: deterministic, with structure for the encoder."""
+    img = np.zeros((h, w, 3), np.uint8)
+    img[...] = np.linspace(30, 200, w, dtype=np.uint8)[None, :, None]
+    img[20:100, 20:70] = (200, 40, 40)
+    img[40:90, 90:150] = (40, 200, 60)
+    img[30:45, 30:45] = (250, 220, 180)
+    return img

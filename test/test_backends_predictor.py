@@ -14,6 +14,7 @@ import copy
 
 import numpy as np
 import pytest
+from fixtures_models import synthetic_scene
 
 from ros2_owl.backends import make_image_encoder
 from ros2_owl.predictor import PredictorConfig, TreePredictor
@@ -24,16 +25,6 @@ BF16_BOX_TOL_PX = 1.0
 BF16_SCORE_TOL = 2e-2
 TREE = "[a person [a face, a hand] (standing, sitting)]"
 CONFIG = PredictorConfig(threshold=0.0, nms_iou=0.3, max_regions=3, max_detections=40)
-
-
-def scene(h: int = 120, w: int = 160) -> np.ndarray:
-    """Coloured rectangles on a gradient: deterministic, with structure for the encoder."""
-    img = np.zeros((h, w, 3), np.uint8)
-    img[...] = np.linspace(30, 200, w, dtype=np.uint8)[None, :, None]
-    img[20:100, 20:70] = (200, 40, 40)
-    img[40:90, 90:150] = (40, 200, 60)
-    img[30:45, 30:45] = (250, 220, 180)
-    return img
 
 
 @pytest.fixture(scope="module", params=["owlvit", "owlv2"])
@@ -72,16 +63,16 @@ def test_flat_prompt_same_detections(predictors):
     reference, onnx = predictors
     prompt = "[a person, a car, a dog]"
     config = PredictorConfig(threshold=0.0, nms_iou=0.5, max_detections=30)
-    a = reference.predict(scene(), reference.prepare(prompt), config)
-    b = onnx.predict(scene(), onnx.prepare(prompt), config)
+    a = reference.predict(synthetic_scene(), reference.prepare(prompt), config)
+    b = onnx.predict(synthetic_scene(), onnx.prepare(prompt), config)
     assert len(a.detections) == 30
     assert_same_result(a, b)
 
 
 def test_tree_prompt_same_detections_and_classifications(predictors):
     reference, onnx = predictors
-    a = reference.predict(scene(), reference.prepare(TREE))
-    b = onnx.predict(scene(), onnx.prepare(TREE))
+    a = reference.predict(synthetic_scene(), reference.prepare(TREE))
+    b = onnx.predict(synthetic_scene(), onnx.prepare(TREE))
     assert any(d.parent_id for d in a.detections)  # nested level ran on region crops
     assert any(d.classifications for d in a.detections)
     assert_same_result(a, b)
@@ -89,8 +80,8 @@ def test_tree_prompt_same_detections_and_classifications(predictors):
 
 def test_root_classify_same_scores(predictors):
     reference, onnx = predictors
-    a = reference.predict(scene(), reference.prepare("(indoor, outdoor)"))
-    b = onnx.predict(scene(), onnx.prepare("(indoor, outdoor)"))
+    a = reference.predict(synthetic_scene(), reference.prepare("(indoor, outdoor)"))
+    b = onnx.predict(synthetic_scene(), onnx.prepare("(indoor, outdoor)"))
     (ca,), (cb,) = a.image_classifications, b.image_classifications
     for sa, sb in zip(ca.scores, cb.scores, strict=True):
         assert abs(sa.score - sb.score) <= SCORE_TOL
@@ -142,8 +133,8 @@ def test_bfloat16_detections_match_float32(predictors):
     )
     prompt = "[a person, a car, a dog]"
     config = PredictorConfig(threshold=0.0, nms_iou=None, max_detections=100_000)
-    a = reference.predict(scene(), reference.prepare(prompt), config)
-    b = bf16.predict(scene(), bf16.prepare(prompt), config)
+    a = reference.predict(synthetic_scene(), reference.prepare(prompt), config)
+    b = bf16.predict(synthetic_scene(), bf16.prepare(prompt), config)
     matched, box_drift, score_drift = match(a.detections, b.detections, BF16_BOX_TOL_PX)
     assert len(a.detections) == len(b.detections) > 30
     assert matched == len(a.detections)

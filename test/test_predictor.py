@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import transformers as tf
+from fixtures_models import synthetic_scene
 
 from ros2_owl.image_ops import ImageError, box_iou
 from ros2_owl.predictor import NEUTRAL_PROMPT, PredictorConfig, TreePredictor
@@ -16,16 +17,6 @@ FLAT = PredictorConfig(threshold=0.0, scoring="exclusive", nms_iou=None, max_det
 
 def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
     return (np.random.default_rng(seed).random((h, w, 3)) * 255).astype(np.uint8)
-
-
-def _scene(h: int = 120, w: int = 160) -> np.ndarray:
-    """Synthetic scene: coloured rectangles on a gradient (deterministic)."""
-    img = np.zeros((h, w, 3), np.uint8)
-    img[...] = np.linspace(30, 200, w, dtype=np.uint8)[None, :, None]
-    img[20:100, 20:70] = (200, 40, 40)
-    img[40:90, 90:150] = (40, 200, 60)
-    img[30:45, 30:45] = (250, 220, 180)
-    return img
 
 
 @pytest.fixture(scope="module")
@@ -84,13 +75,15 @@ def test_flat_prompt_equals_transformers_post_processing(which, request):
 
 def test_nms_and_max_detections(owlvit):
     state = owlvit.prepare("[a cat, a dog]", threshold=0.0)
-    result = owlvit.predict(_scene(), state, PredictorConfig(threshold=0.0, nms_iou=0.3))
+    result = owlvit.predict(synthetic_scene(), state, PredictorConfig(threshold=0.0, nms_iou=0.3))
     for label in (1, 2):
         boxes = torch.tensor([d.box for d in result.detections if d.label_index == label])
         if len(boxes) > 1:
             iou = box_iou(boxes, boxes).fill_diagonal_(0)
             assert iou.max() <= 0.3 + 1e-6
-    capped = owlvit.predict(_scene(), state, PredictorConfig(threshold=0.0, max_detections=3))
+    capped = owlvit.predict(
+        synthetic_scene(), state, PredictorConfig(threshold=0.0, max_detections=3)
+    )
     assert len(capped.detections) == 3
     assert [d.id for d in capped.detections] == [1, 2, 3]
 
@@ -107,22 +100,28 @@ def test_spent_detection_budget_skips_nested_encoding(tiny_owlvit_dir):
 
     predictor.owl_encoder = counting
     state = predictor.prepare("[a cat [a dog]]", threshold=0.0)
-    full = predictor.predict(_scene(), state, PredictorConfig(threshold=0.0, max_detections=50))
+    full = predictor.predict(
+        synthetic_scene(), state, PredictorConfig(threshold=0.0, max_detections=50)
+    )
     assert batches == [1, 8] and any(d.parent_id != 0 for d in full.detections)
     batches.clear()
-    capped = predictor.predict(_scene(), state, PredictorConfig(threshold=0.0, max_detections=4))
+    capped = predictor.predict(
+        synthetic_scene(), state, PredictorConfig(threshold=0.0, max_detections=4)
+    )
     assert batches == [1]
     assert len(capped.detections) == 4 and {d.parent_id for d in capped.detections} == {0}
 
 
 def test_per_label_thresholds(owlvit):
     state = owlvit.prepare("[a cat@0.99, a dog]", threshold=0.0)
-    result = owlvit.predict(_scene(), state, FLAT)
+    result = owlvit.predict(synthetic_scene(), state, FLAT)
     assert state.thresholds == {1: 0.99, 2: 0.0}
     assert all(d.label_index == 2 for d in result.detections) and result.detections
     override = owlvit.prepare("[a cat, a dog]", label_thresholds={"a dog": 0.999})
     assert override.thresholds[2] == 0.999
-    loose = owlvit.predict(_scene(), override, PredictorConfig(threshold=0.0, nms_iou=None))
+    loose = owlvit.predict(
+        synthetic_scene(), override, PredictorConfig(threshold=0.0, nms_iou=None)
+    )
     assert all(d.label_index == 1 for d in loose.detections)  # config threshold for 'a cat'
 
 
@@ -130,7 +129,7 @@ def test_nested_detect_and_classify_tree(owlvit):
     prompt = "[a person [a face, a hand] (standing, sitting)]"
     state = owlvit.prepare(prompt, threshold=0.0)
     config = PredictorConfig(threshold=0.0, nms_iou=0.3, max_regions=3, max_detections=60)
-    result = owlvit.predict(_scene(), state, config)
+    result = owlvit.predict(synthetic_scene(), state, config)
     by_id = {d.id: d for d in result.detections}
     persons = [d for d in result.detections if d.label == "a person"]
     children = [d for d in result.detections if d.parent_id != 0]
@@ -159,13 +158,13 @@ def test_nested_detect_and_classify_tree(owlvit):
 
 def test_root_classify_and_single_label_score(owlvit):
     state = owlvit.prepare("(indoor, outdoor)")
-    result = owlvit.predict(_scene(), state)
+    result = owlvit.predict(synthetic_scene(), state)
     (cls,) = result.image_classifications
     assert cls.region_id == 0 and sum(s.score for s in cls.scores) == pytest.approx(1.0)
     single = owlvit.prepare("(indoor)")
-    (one,) = owlvit.predict(_scene(), single).image_classifications
+    (one,) = owlvit.predict(synthetic_scene(), single).image_classifications
     clip = owlvit.clip
-    pixels = clip.preprocess_image(torch.from_numpy(_scene()).permute(2, 0, 1))[None]
+    pixels = clip.preprocess_image(torch.from_numpy(synthetic_scene()).permute(2, 0, 1))[None]
     emb = owlvit.clip_encoder(pixels)["image_embeds"]
     texts = clip.encode_text(["indoor", NEUTRAL_PROMPT])
     logits = clip.logits(emb, texts)[0]
@@ -179,7 +178,7 @@ def test_text_cache_counts(owlvit):
     owlvit.prepare("[a red kite, a blue kite]")
     before = owl.labels_encoded
     state = owlvit.prepare("[a red kite, a blue kite]")
-    owlvit.predict(_scene(), state)
+    owlvit.predict(synthetic_scene(), state)
     assert owl.labels_encoded == before
     owlvit.prepare("[a red kite, a green kite]")
     assert owl.labels_encoded == before + 1
