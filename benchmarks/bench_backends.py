@@ -32,6 +32,8 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench_common import camera_scene, naive_hf_path  # noqa: E402
+
 FLAT_PROMPT = "[a person, a car, a dog]"
 TREE_PROMPT = "[a person [a face, a hand] (standing, sitting)]"
 
@@ -268,17 +270,6 @@ def ort_profile(onnx_path: str, x: np.ndarray, runs: int = 2) -> dict[str, float
 # --------------------------------------------------------------------------- main
 
 
-def scene(height: int = 480, width: int = 640) -> np.ndarray:
-    """Deterministic camera-sized image: gradient, noise and a few solid rectangles."""
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:height, 0:width]
-    img = np.stack([(xx * 0.3) % 255, (yy * 0.4) % 255, ((xx + yy) * 0.2) % 255], axis=-1)
-    img = img + rng.normal(0, 8, img.shape)
-    img[100:400, 150:300] = (180, 60, 50)
-    img[250:420, 380:600] = (40, 60, 170)
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
 def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -320,7 +311,6 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     import onnxruntime as ort
-    import transformers as tf
 
     from ros2_owl.backends import make_image_encoder
     from ros2_owl.backends.onnxruntime_backend import default_threads, physical_cores
@@ -331,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     owl_id = str(ensure_random_model("owlvit-base-patch32"))
     clip_id = str(ensure_random_model("clip-vit-base-patch32"))
-    image = scene()
+    image = camera_scene()
     labels = ["a person", "a car", "a dog"]
 
     print("ros2_owl backend benchmark")
@@ -347,17 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     # Naive per-frame path: what a thin ROS wrapper around transformers runs.
-    processor = tf.AutoProcessor.from_pretrained(owl_id)
-    hf_model = tf.OwlViTForObjectDetection.from_pretrained(owl_id).eval()
-    target = torch.tensor([image.shape[:2]])
-
-    def naive():
-        inputs = processor(text=[labels], images=image, return_tensors="pt")
-        with torch.inference_mode():
-            outputs = hf_model(**inputs)
-        return processor.image_processor.post_process_object_detection(
-            outputs, threshold=0.1, target_sizes=target
-        )
+    naive = naive_hf_path(owl_id, labels, image)
 
     config = PredictorConfig(threshold=0.1, max_regions=args.regions)
     start = time.perf_counter()

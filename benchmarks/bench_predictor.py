@@ -21,26 +21,17 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench_common import camera_scene, naive_hf_path  # noqa: E402
 
 from ros2_owl.models.random_init import ensure_random_model  # noqa: E402
 from ros2_owl.predictor import PredictorConfig, TreePredictor  # noqa: E402
 
 FLAT = "[a person, a car, a dog]"
 TREE = "[a person [a face, a hand] (standing, sitting)]"
-
-
-def scene(height: int = 480, width: int = 640) -> np.ndarray:
-    """A deterministic camera-sized test image."""
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:height, 0:width]
-    img = np.stack([(xx * 0.3) % 255, (yy * 0.4) % 255, ((xx + yy) * 0.2) % 255], axis=-1)
-    img = img + rng.normal(0, 8, img.shape)
-    img[100:400, 150:300] = (180, 60, 50)
-    return np.clip(img, 0, 255).astype(np.uint8)
 
 
 def interleaved_medians(fns: dict, runs: int) -> tuple[dict[str, float], dict[str, object]]:
@@ -72,26 +63,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.runs < 5:
         parser.error("--runs must be >= 5 (the median of at least five runs is reported)")
-    import transformers as tf
 
     root = Path(args.cache_dir) / "random-models" if args.cache_dir else None
     owl_id = args.model or str(ensure_random_model("owlvit-base-patch32", root))
     clip_id = args.clip_model or str(ensure_random_model("clip-vit-base-patch32", root))
-    image = scene()
+    image = camera_scene()
     labels = ["a person", "a car", "a dog"]
 
     # (a) naive per-frame transformers path
-    processor = tf.AutoProcessor.from_pretrained(owl_id)
-    model = tf.OwlViTForObjectDetection.from_pretrained(owl_id).eval().to(args.device)
-    target = torch.tensor([image.shape[:2]])
-
-    def naive():
-        inputs = processor(text=[labels], images=image, return_tensors="pt").to(args.device)
-        with torch.inference_mode():
-            outputs = model(**inputs)
-        return processor.image_processor.post_process_object_detection(
-            outputs, threshold=0.1, target_sizes=target
-        )
+    naive = naive_hf_path(owl_id, labels, image, args.device)
 
     # (b) our steady state, flat prompt
     config = PredictorConfig(threshold=0.1, max_regions=args.regions)
