@@ -4,6 +4,11 @@
 #
 # Without a sourced ROS 2, ROS 2 Kilted comes from PyPI wheels into the venv. With a sourced
 # ROS 2 (ROS_DISTRO set and rclpy importable), the venv sees the system packages instead.
+#
+#   bash tools/setup.sh [EXTRAS_DIR]      (or ROS2_OWL_EXTRAS=EXTRAS_DIR)
+# EXTRAS_DIR: a folder with install.sh and the upstream sources of launch, ros2cli and
+# vision_msgs (.ci/run passes ../shared/ros2-extras). They are installed into the venv and a
+# workspace beside it, and .ws is built against that real vision_msgs instead of the fixture.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -12,6 +17,14 @@ venv="${ROS2_OWL_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/ros2_owl/venv-$(printf %s
 ws="$repo/.ws"
 constraints="$repo/requirements/constraints.txt"
 log() { printf '[setup] %s\n' "$*"; }
+extras="${1:-${ROS2_OWL_EXTRAS:-}}"
+if [ -n "$extras" ]; then
+  [ -f "$extras/install.sh" ] || { echo "[setup] ERROR: no install.sh in extras folder $extras" >&2; exit 2; }
+  extras="$(cd "$extras" && pwd)"
+fi
+# The extras' colcon workspace (vision_msgs, composition_interfaces): outside .ws, which holds
+# only this package and, where no real vision_msgs exists, the fixture.
+extras_ws="$venv-extras"
 
 system_ros=0
 if [ -n "${ROS_DISTRO:-}" ] && python3 -c "import rclpy" >/dev/null 2>&1; then
@@ -70,7 +83,30 @@ if [ "$system_ros" = 0 ]; then
   export AMENT_PREFIX_PATH="$venv${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
 fi
 
-# 4. The workspace: ros2_owl, plus the vision_msgs test fixture where no vision_msgs exists.
+# 4. The ros2 CLI, launch and the real vision_msgs, when an extras folder is given; once
+# installed they are used by every later run (with or without the folder).
+if [ -n "$extras" ] && [ "$system_ros" = 1 ]; then
+  log "a sourced ROS 2 brings its own ros2 CLI and launch: not installing $extras"
+elif [ -n "$extras" ]; then
+  log "installing ros2 CLI, launch and vision_msgs from $extras"
+  if ! PIP_CONSTRAINT="$constraints" bash "$extras/install.sh" "$venv" "$extras_ws"; then
+    echo "[setup] ERROR: $extras/install.sh failed (see its message above)" >&2
+    exit 1
+  fi
+fi
+if [ -f "$extras_ws/install/local_setup.bash" ]; then
+  set +u
+  # shellcheck disable=SC1091
+  . "$extras_ws/install/local_setup.bash"
+  set -u
+  if [ -e "$ws/install/share/vision_msgs/package.xml" ]; then
+    # --merge-install keeps the fixture's files in .ws/install, where they shadow the real one
+    log "removing .ws built with the vision_msgs fixture (rebuilding against the real one)"
+    rm -rf "$ws/build" "$ws/install"
+  fi
+fi
+
+# 5. The workspace: ros2_owl, plus the vision_msgs test fixture where no vision_msgs exists.
 paths=("$repo")
 # A vision_msgs found only inside our own .ws is the fixture from an earlier run, not a real one.
 found="$(python -c 'import vision_msgs; print(vision_msgs.__file__)' 2>/dev/null || true)"
