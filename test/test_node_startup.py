@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 from fixtures_ros import _import_rclpy, child_env
 from peers.owl_support import owl_node_args
@@ -70,3 +71,27 @@ def test_bad_setups_exit_2_with_a_clear_message(tmp_path, tiny_owlvit_dir, tiny_
         elif "Traceback" in out:
             failures.append(f"{name}: a traceback instead of a message:\n{out[-2000:]}")
     assert not failures, "\n\n".join(failures)
+
+
+def test_a_second_sigint_during_shutdown_is_harmless(tmp_path, tiny_owlvit_dir, tiny_clip_dir):
+    """Ctrl-C under `ros2 launch` reaches the node twice; the second used to interrupt
+    destroy_node() with a KeyboardInterrupt traceback and exit code -2."""
+    import signal
+    import time
+
+    _import_rclpy()
+    args = owl_node_args(
+        "/startup_sigint", model=tiny_owlvit_dir, clip_model=tiny_clip_dir, no_frame_warning=0.0
+    )
+    args[1] = str(Path(__file__).parent / "peers" / "owl_node_second_sigint.py")
+    log = open(tmp_path / "sigint.log", "w+b")  # noqa: SIM115  read back in _finish
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=child_env())
+    proc.log = log
+    deadline = time.monotonic() + 120
+    while b"ready:" not in (tmp_path / "sigint.log").read_bytes():
+        assert proc.poll() is None and time.monotonic() < deadline, _finish(proc)
+        time.sleep(0.05)  # polling a log file: there is no event to wait on
+    proc.send_signal(signal.SIGINT)
+    code, out = _finish(proc, timeout=30)
+    assert "shutting down" in out, out
+    assert code == 0 and "Traceback" not in out and "KeyboardInterrupt" not in out, out

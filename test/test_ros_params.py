@@ -65,6 +65,25 @@ def test_declared_types_and_rclpy_enforced_bounds(node):
     assert read_settings(node).label_threshold_map() == {"a cat": 0.2}
 
 
+def test_every_declared_parameter_has_a_value(node):
+    """`ros2 param dump` gets nothing at all when one parameter is unset (rclpy answers an
+    empty list for the whole request): camera_names used to be declared without a value."""
+    from rcl_interfaces.msg import ParameterType
+    from rclpy.parameter import Parameter
+
+    from ros2_owl.ros.params import PARAMS, declare_parameters
+
+    declare_parameters(node)
+    names = [spec.name for spec in PARAMS]
+    values = node.get_parameters(names)  # raises ParameterUninitializedException if one is unset
+    assert [p.type_ != Parameter.Type.NOT_SET for p in values] == [True] * len(names)
+    assert node.get_parameter("camera_names").value == []
+    described = node.describe_parameter("camera_names")
+    assert described.type == ParameterType.PARAMETER_STRING_ARRAY and described.read_only
+    (result,) = node.set_parameters([Parameter("camera_names", value=["front"])])
+    assert not result.successful and "read-only" in result.reason
+
+
 @pytest.mark.parametrize(
     "node", [["--params-file", str(REPO / "config" / "owl.yaml")]], indirect=True
 )

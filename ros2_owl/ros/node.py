@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
@@ -418,7 +419,11 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # Ctrl-C under `ros2 launch` reaches the node twice (from the terminal and forwarded by
+        # launch): a second SIGINT must not interrupt the teardown with a KeyboardInterrupt.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node is not None:
+            node.get_logger().info("shutting down")
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()

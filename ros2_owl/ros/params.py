@@ -271,10 +271,15 @@ def declare_parameters(node) -> None:
     """Declare every parameter with its descriptor (values from --params-file win)."""
     for spec in PARAMS:
         if spec.default == []:
-            # rclpy infers BYTE_ARRAY from an empty list: declare the type, then the value.
-            node.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, spec.descriptor())
-            if not spec.read_only and not _is_set(node, spec.name):
+            # rclpy infers BYTE_ARRAY from an empty list: declare the type, then set the value
+            # (an unset one empties `ros2 param dump`), then make it read-only where it is.
+            descriptor = spec.descriptor()
+            descriptor.read_only = False
+            node.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, descriptor)
+            if not _is_set(node, spec.name):
                 node.set_parameters([Parameter(spec.name, Parameter.Type.STRING_ARRAY, [])])
+            if spec.read_only:
+                node.set_descriptor(spec.name, spec.descriptor())
         else:
             node.declare_parameter(spec.name, spec.default, spec.descriptor())
 

@@ -38,7 +38,8 @@ def main() -> None:
         while not stop.is_set():
             executor.spin_once(timeout_sec=0.05)
 
-    spinner = threading.Thread(target=spin)
+    # daemon: a SystemExit below (nothing came back) must end the process, not hang on it
+    spinner = threading.Thread(target=spin, daemon=True)
     spinner.start()
 
     def frame(name: str, value: int) -> Image:
