@@ -1,5 +1,5 @@
-"""launch/owl.launch.py builds where `launch` and `launch_ros` import (skipped on this machine:
-neither is installable from PyPI); the node itself is tested without launch in test_node.py."""
+"""launch/owl.launch.py: its description builds, and `ros2 launch` with README's arguments starts
+the node as configured (real launch, ros2cli; installed by tools/setup.sh from the extras)."""
 
 from __future__ import annotations
 
@@ -44,3 +44,80 @@ def test_launch_description_declares_its_arguments_and_the_node():
     (opaque,) = [e for e in description.entities if isinstance(e, OpaqueFunction)]
     (node,) = opaque.execute(context)
     assert node.node_package == "ros2_owl" and node.node_executable == "owl_node"
+
+
+LAUNCH = "ros2 launch ros2_owl owl.launch.py"
+README = (LAUNCH_FILE.parents[1] / "README.md").read_text()
+README_LAUNCH = (
+    f"{LAUNCH} namespace:=robot image_topics:=front/image_raw,rear/image_raw "
+    "camera_names:=front,rear params_file:=robot.yaml "
+    '"prompt:=[a person [a face, a hand] (standing, sitting), a forklift]" large_images:=true'
+)
+
+
+def _node_pid(launch_proc) -> int:
+    """The owl_node process launch started (a child of the launch process)."""
+    import psutil
+
+    for child in psutil.Process(launch_proc.proc.pid).children(recursive=True):
+        if any("owl_node" in part for part in child.cmdline()[:3]):
+            return child.pid
+    raise AssertionError(f"no owl_node child of launch:\n{launch_proc.output()}")
+
+
+def test_launch_with_all_arguments(ros2_cli, tiny_owlvit_dir, tiny_clip_dir, tmp_path):
+    """namespace, two cameras with names, a params_file, a prompt with commas and brackets and
+    large_images, as README shows them; then Ctrl-C ends launch and node cleanly."""
+    params = tmp_path / "robot.yaml"
+    params.write_text(
+        "/**:\n  ros__parameters:\n    threshold: 0.25\n    max_regions: 3\n"
+        "    no_frame_warning: 0.0\n"
+    )
+    assert README_LAUNCH in " ".join(README.replace("\\\n", " ").split()), "README differs"
+    command = (
+        README_LAUNCH.replace("robot.yaml", str(params))
+        + f" model:={tiny_owlvit_dir} clip_model:={tiny_clip_dir}"
+    )
+    proc = ros2_cli.start(command)
+    ros2_cli.wait_for_node(proc, "/robot/owl_node")
+    get = "ros2 param get /robot/owl_node "
+    assert ros2_cli.run(get + "prompt").strip() == (
+        "String value is: [a person [a face, a hand] (standing, sitting), a forklift]"
+    )
+    assert ros2_cli.run(get + "image_topics").strip() == (
+        "String values are: ['front/image_raw', 'rear/image_raw']"
+    )
+    assert ros2_cli.run(get + "camera_names").strip() == "String values are: ['front', 'rear']"
+    assert ros2_cli.run(get + "threshold").strip() == "Double value is: 0.25"  # params_file
+    assert ros2_cli.run(get + "max_regions").strip() == "Integer value is: 3"
+    topics = set(ros2_cli.run("ros2 topic list").split())
+    assert {
+        "/robot/front/image_raw",
+        "/robot/rear/image_raw",
+        "/robot/front/detections",
+        "/robot/rear/detections",
+        "/robot/front/label_info",
+    } <= topics, topics
+    environ = Path(f"/proc/{_node_pid(proc)}/environ").read_bytes().split(b"\0")
+    assert b"ROS_AUTOMATIC_DISCOVERY_RANGE=SYSTEM_DEFAULT" in environ
+    profile = [e for e in environ if e.startswith(b"FASTDDS_DEFAULT_PROFILES_FILE=")]
+    assert profile and profile[0].endswith(b"share/ros2_owl/config/fastdds_large_shm.xml"), profile
+
+    # Ctrl-C in the terminal: launch and the node both get SIGINT, and launch forwards another
+    code = proc.interrupt()
+    out = proc.output()
+    assert code == 0, out
+    assert "process has finished cleanly" in out, out
+    assert "process has died" not in out and "Traceback" not in out, out
+
+
+def test_launch_refuses_a_bad_prompt_with_one_line(ros2_cli, tiny_owlvit_dir, tiny_clip_dir):
+    proc = ros2_cli.start(
+        f'{LAUNCH} namespace:=bad "prompt:=[a cat, (broken" '
+        f"model:={tiny_owlvit_dir} clip_model:={tiny_clip_dir}"
+    )
+    code = proc.proc.wait(180)
+    out = proc.output()
+    assert code != 0 or "process has died" in out, out
+    assert "owl_node: cannot start: prompt parameter:" in out, out
+    assert "Traceback" not in out, out
