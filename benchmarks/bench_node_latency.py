@@ -67,9 +67,8 @@ def main() -> int:
 
     from ros2_owl.demo.random_models import ensure_random_model
 
-    cache = REPO / ".cache" / "test-models"
-    model = args.model or str(ensure_random_model("tiny-owlvit", cache))
-    clip_model = args.clip_model or str(ensure_random_model("tiny-clip", cache))
+    model = args.model or str(ensure_random_model("tiny-owlvit"))
+    clip_model = args.clip_model or str(ensure_random_model("tiny-clip"))
     ns = "/bench"
     node_cmd = owl_node_args(
         ns,
