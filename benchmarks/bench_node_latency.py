@@ -51,8 +51,9 @@ def percentile(values: list[float], q: float) -> float:
 def main() -> int:
     args = parse_args()
     if not args.no_profile:  # before rclpy loads: Fast DDS reads it once per process
-        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(REPO / "config" / "fastdds_large_shm.xml")
-        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "SYSTEM_DEFAULT"
+        from ros2_owl.ros.dds import large_image_env
+
+        os.environ.update(large_image_env(REPO / "config" / "fastdds_large_shm.xml"))
     else:
         os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))

@@ -12,7 +12,7 @@ Arguments (all optional):
   backend        torch | onnxruntime | tensorrt
   large_images   true: give processes of this launch the Fast DDS profile with a 32 MiB
                  shared-memory segment (needed for 720p+ images between processes; the camera
-                 driver needs it too, so export FASTDDS_DEFAULT_PROFILES_FILE for it as well)
+                 driver needs it too: see README "Large images")
 Arguments left empty keep the value from params_file.
 """
 
@@ -23,6 +23,7 @@ from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
 from launch import LaunchDescription
+from ros2_owl.ros.dds import PROFILE_FILE, PROFILE_VARIABLES, large_image_env
 
 STRING_OVERRIDES = ("prompt", "model", "clip_model", "device", "backend")
 LIST_OVERRIDES = ("image_topics", "camera_names")
@@ -81,13 +82,17 @@ def generate_launch_description() -> LaunchDescription:
     return LaunchDescription(
         [
             *arguments,
-            SetEnvironmentVariable(
-                "FASTDDS_DEFAULT_PROFILES_FILE",
-                PathJoinSubstitution([share, "config", "fastdds_large_shm.xml"]),
-                condition=large,
+            # Fast DDS 2 (Jazzy) and 3 (Kilted) read the profile from different variables
+            *(
+                SetEnvironmentVariable(
+                    name, PathJoinSubstitution([share, "config", PROFILE_FILE]), condition=large
+                )
+                for name in PROFILE_VARIABLES
             ),
             SetEnvironmentVariable(
-                "ROS_AUTOMATIC_DISCOVERY_RANGE", "SYSTEM_DEFAULT", condition=large
+                "ROS_AUTOMATIC_DISCOVERY_RANGE",
+                large_image_env("")["ROS_AUTOMATIC_DISCOVERY_RANGE"],
+                condition=large,
             ),
             OpaqueFunction(function=_owl_node),
         ]

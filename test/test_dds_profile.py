@@ -10,18 +10,17 @@ from pathlib import Path
 
 from fixtures_ros import _import_rclpy, child_env, peer_script
 
+from ros2_owl.ros.dds import large_image_env
+
 PROFILE = Path(__file__).resolve().parents[1] / "config" / "fastdds_large_shm.xml"
 
 
 def test_720p_frames_cross_processes_with_the_profile(ros_process):
     """Fast DDS reads its profile once per process, so sender and echo are both peers here."""
     _import_rclpy()
-    env = {
-        "FASTDDS_DEFAULT_PROFILES_FILE": str(PROFILE),
-        "ROS_AUTOMATIC_DISCOVERY_RANGE": "SYSTEM_DEFAULT",
-    }
+    env = large_image_env(PROFILE)
     if os.environ.get("ROS2_OWL_TEST_NO_PROFILE") == "1":  # manual check that the test has teeth
-        env = {"FASTDDS_DEFAULT_PROFILES_FILE": "", "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+        env = {name: "" for name in env} | {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
     echo = ros_process(
         peer_script("echo.py") + ["sensor_msgs/msg/Image", "cam", "cam_echo", "--sensor-qos"],
         "echo",

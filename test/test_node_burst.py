@@ -9,14 +9,14 @@ from __future__ import annotations
 from fixtures_ros import RosProcess, _import_rclpy, child_env
 from peers.owl_support import PROFILE, owl_node_args, rss_kib, run_peer
 
+from ros2_owl.ros.dds import large_image_env
+
 NS = "/owl_burst"
 
 
 def test_720p_burst_keeps_no_backlog_and_memory_flat(tmp_path, tiny_owlvit_dir, tiny_clip_dir):
     _import_rclpy()
-    env = child_env(
-        FASTDDS_DEFAULT_PROFILES_FILE=str(PROFILE), ROS_AUTOMATIC_DISCOVERY_RANGE="SYSTEM_DEFAULT"
-    )
+    env = child_env(**large_image_env(PROFILE))
     args = owl_node_args(
         NS,
         model=tiny_owlvit_dir,

@@ -100,8 +100,9 @@ def test_launch_with_all_arguments(ros2_cli, tiny_owlvit_dir, tiny_clip_dir, tmp
     } <= topics, topics
     environ = Path(f"/proc/{_node_pid(proc)}/environ").read_bytes().split(b"\0")
     assert b"ROS_AUTOMATIC_DISCOVERY_RANGE=SYSTEM_DEFAULT" in environ
-    profile = [e for e in environ if e.startswith(b"FASTDDS_DEFAULT_PROFILES_FILE=")]
-    assert profile and profile[0].endswith(b"share/ros2_owl/config/fastdds_large_shm.xml"), profile
+    for name in (b"FASTDDS_DEFAULT_PROFILES_FILE=", b"FASTRTPS_DEFAULT_PROFILES_FILE="):
+        profile = [e for e in environ if e.startswith(name)]
+        assert profile and profile[0].endswith(b"share/ros2_owl/config/fastdds_large_shm.xml")
 
     # Ctrl-C in the terminal: launch and the node both get SIGINT, and launch forwards another
     code = proc.interrupt()

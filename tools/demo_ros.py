@@ -23,8 +23,9 @@ SECOND_PROMPT = "[a cat@0.05, a dog]"
 
 # Sample frames are larger than Fast DDS's 512 KiB default shared-memory segment: both this
 # process and the node use the shipped profile (read once, when the first participant starts).
-os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(PROFILE)
-os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "SYSTEM_DEFAULT"
+from ros2_owl.ros.dds import large_image_env  # noqa: E402  (no rclpy import)
+
+os.environ.update(large_image_env(PROFILE))
 
 import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
