@@ -10,6 +10,14 @@ among the sibling labels (they sum to 1). A single-label group would always scor
 way, so it is scored against a fixed neutral prompt instead: score = sigmoid(logit_scale *
 (cos(region, label) - cos(region, NEUTRAL_PROMPT))), the two-way softmax of label vs "a photo
 of something". 0.5 means the label describes the region no better than a generic caption.
+
+Classify input: every region, the whole frame included, is padded to a square (centred, with
+the normalisation mean) and resized to CLIP's input, never centre-cropped: a root group such as
+``(indoors, outdoors)`` sees the whole of a 16:9 frame.
+
+Degenerate boxes: a box whose width or height, clipped to its region (the image at the root,
+the parent's crop below), is under MIN_BOX_SIDE px is dropped before thresholds count it: no
+detection, no NMS slot, no nested region (OWLv2 patches in the square's padding clip to zero).
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .backends import make_image_encoder
-from .image_ops import batched_nms, crop_regions, image_size, load_image
+from .image_ops import batched_nms, crop_regions, has_area, image_size, load_image
 from .models import LabelTooLongError
 from .models.clip import ClipModel
 from .models.owl import OwlModel, decode_boxes, decode_logits
@@ -223,7 +231,10 @@ class TreePredictor:
         if box is not None:
             x0, y0, x1, y1 = (float(v) for v in box)
             if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
-                raise ValueError(f"query box {tuple(box)} is not inside the {width}x{height} image")
+                raise ValueError(
+                    f"query box {tuple(box)} is not inside the {width}x{height} image "
+                    "with a positive width and height (x0 < x1, y0 < y1)"
+                )
             sx, sy = self.owl.preprocessor.box_scale(width, height)
             norm = torch.tensor([x0 / sx, y0 / sy, x1 / sx, y1 / sy])
         patch = select_query_patch(outputs, norm)
@@ -341,6 +352,7 @@ class TreePredictor:
             labels = torch.tensor(tree.nodes[node_index].outputs, device=scores.device)
             limits = [state.threshold(i, cfg) for i in tree.nodes[node_index].outputs]
             keep = scores > torch.tensor(limits, device=scores.device)
+            keep &= has_area(boxes)[:, None]  # clipped to nothing: no detection, counts nothing
             if cfg.scoring == "exclusive":  # each patch keeps only its best label
                 best = torch.zeros_like(keep).scatter_(1, scores.argmax(dim=1, keepdim=True), True)
                 keep &= best
@@ -383,10 +395,9 @@ class TreePredictor:
             return
         t = time.perf_counter()
         regions = list({r.id: r for r, _ in jobs}.values())
-        if [r.id for r in regions] == [0]:
-            pixels = self.clip.preprocess_image(img)[None]
-        else:
-            pixels, _ = crop_regions(img, [r.box for r in regions], self.clip.preprocess_region)
+        # the whole frame is padded to a square like every region (never centre-cropped), so a
+        # scene question such as (indoors, outdoors) sees all of a wide frame
+        pixels, _ = crop_regions(img, [r.box for r in regions], self.clip.preprocess_region)
         embeds = self._encode(self.clip_encoder, pixels)["image_embeds"]
         rows = {r.id: i for i, r in enumerate(regions)}
         for region, node_index in jobs:

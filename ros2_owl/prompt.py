@@ -31,6 +31,8 @@ MAX_PROMPT_CHARS = 1000  # whole prompt, in characters
 MAX_LABELS = 64  # labels besides the root 'image' (each is text encoding + per-region work)
 MAX_DEPTH = 4  # nesting levels of groups; every level is another crop-and-encode pass
 MAX_LABEL_CHARS = 100  # one label's text; the predictor re-checks the 16-token encoder limit
+ERROR_CONTEXT = 60  # characters of the prompt shown on each side of an error's column
+_INVISIBLE = frozenset(("Cf", "Zs", "Zl", "Zp"))  # format and space characters
 
 
 _OPS = {"[": DETECT, "(": CLASSIFY}
@@ -53,8 +55,33 @@ __all__ = [
     "PromptWarning",
     "Tree",
     "TreeNode",
+    "format_prompt_error",
+    "is_blank",
     "parse_prompt",
 ]
+
+
+def is_blank(text: str) -> bool:
+    """True when `text` shows nothing: only white space and Unicode format/space characters
+    (e.g. U+200B ZERO WIDTH SPACE), which encode to a label nobody can read or type."""
+    return all(ch.isspace() or unicodedata.category(ch) in _INVISIBLE for ch in text)
+
+
+def format_prompt_error(prompt: str, error: Exception, context: int = ERROR_CONTEXT) -> str:
+    """An error's message, then the prompt around its column with a caret under the column.
+
+    Only `context` characters on each side are shown ("..." marks the cut), so a huge prompt
+    never comes back whole; characters that would break the caret's alignment (line breaks,
+    tabs, invisible characters) are shown as spaces. Errors without a column: the message only.
+    """
+    column = getattr(error, "column", None)
+    if not isinstance(prompt, str) or not isinstance(column, int) or not 0 <= column <= len(prompt):
+        return str(error)
+    start, end = max(0, column - context), min(len(prompt), column + context + 1)
+    head = "..." if start > 0 else ""
+    tail = "..." if end < len(prompt) else ""
+    shown = "".join(ch if ch.isprintable() else " " for ch in prompt[start:end])
+    return f"{error}\n  {head}{shown}{tail}\n  {' ' * (len(head) + column - start)}^"
 
 
 class _Problem(Exception):
@@ -97,7 +124,7 @@ def _read_label(segment: str, op: Op) -> tuple[str, float | None, str | None, in
             raise _Problem(offset, f"threshold {value} out of range", "use a number from 0 to 1")
     text = body.strip()
     offset = len(body) - len(body.lstrip())
-    if not text:
+    if is_blank(text):
         what = "empty label before '@'" if at >= 0 else "empty label"
         raise _Problem(0, what, f"write a label between brackets and commas, {_EXAMPLE}")
     if len(text) > MAX_LABEL_CHARS:
@@ -288,6 +315,8 @@ class _Parser:
         while end < len(self.text) and self.text[end] not in _STRUCTURE:
             end += 1
         snippet = self.text[i:end].rstrip()
+        if len(snippet) > 40:  # the message names the text; the caret window shows the rest
+            snippet = snippet[:37] + "..."
         if not self.stack:
             raise self.fail(
                 i,

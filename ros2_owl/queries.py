@@ -3,7 +3,9 @@
 The embedding is chosen the way transformers' ``image_guided_detection`` does:
 
 * OWL-ViT: among the reference image's predicted boxes, take those whose IoU with the query box
-  is at least 0.8 x the best IoU (generalised IoU when nothing overlaps) and keep the class
+  is within 20% of the best IoU (generalised IoU when nothing overlaps; transformers' ``0.8 x
+  best`` cut selects nothing when that best is negative, so every box inside the image
+  gets a patch here) and keep the class
   embedding of the one least similar to the image's mean embedding. With no box, the query box
   is the whole (stretched) image, exactly as transformers does.
 * OWLv2: with no box, the box with the highest objectness (transformers' rule); with a box, the
@@ -64,7 +66,11 @@ def select_query_patch(outputs: dict[str, torch.Tensor], query_box: torch.Tensor
     ious = box_iou(target, corners)[0]
     if torch.all(ious == 0):
         ious = generalized_box_iou(target, corners)[0]
-    selected = (ious >= ious.max() * 0.8).nonzero().squeeze(1)
+    ious = torch.nan_to_num(ious, nan=-2.0)  # a NaN box (broken weights) is never the best
+    best = ious.max()
+    # within 20% of the best: 0.8 x best for a positive IoU (transformers' rule); a negative
+    # generalised IoU (no overlap at all) needs 1.2 x best, else nothing would qualify
+    selected = (ious >= best - 0.2 * best.abs()).nonzero().squeeze(1)
     if objectness is not None:
         return int(selected[objectness[0].float()[selected].argmax()])
     mean_sim = embeds[selected] @ embeds.mean(dim=0)

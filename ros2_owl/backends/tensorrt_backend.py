@@ -296,12 +296,13 @@ def make_tensorrt_encoder(
     )
     fp16 = dtype == torch.float16
     key = engine_key(onnx_entry, device=dev, fp16=fp16, opt_batch=opt_batch)
-    with cache.lock(key, "engine"):
-        if force:
-            cache.remove(cache.path_for(key, "engine"))
-        entry = cache.load(key, "engine", on_invalid=on_invalid)
-        if entry is None:
-            entry = _build_and_store(cache, key, module, onnx_entry.path, dev, opt_batch, progress)
+    entry, _ = cache.load_or_build(
+        key,
+        "engine",
+        lambda: _build_and_store(cache, key, module, onnx_entry.path, dev, opt_batch, progress),
+        force=force,
+        on_invalid=on_invalid,
+    )
     return TensorRTImageEncoder(
         entry.path, device=dev, output_names=names, image_size=size, max_batch=max_batch
     )
