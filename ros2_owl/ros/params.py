@@ -16,6 +16,8 @@ from rcl_interfaces.msg import (
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.parameter import Parameter
 
+from ros2_owl.prompt import is_blank
+
 __all__ = [
     "PARAMS",
     "ParamSpec",
@@ -82,7 +84,7 @@ def parse_label_thresholds(items: Iterable[str]) -> dict[str, float]:
             continue
         label, sep, value = item.rpartition("=")
         label = label.strip()
-        if not sep or not label:
+        if not sep or is_blank(label):
             raise ValueError(f"label_thresholds item {item!r} is not 'label=value'")
         try:
             number = float(value)
@@ -120,7 +122,7 @@ def _check_topics(value: list[str]) -> str | None:
 
 
 def _check_prompt(value: str) -> str | None:
-    return None if value.strip() else "the prompt must not be empty"
+    return None if not is_blank(value) else "the prompt must not be empty"
 
 
 PARAMS: tuple[ParamSpec, ...] = (
