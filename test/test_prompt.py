@@ -627,17 +627,17 @@ def test_invisible_labels_are_empty(label):
 
 
 def test_error_window_shows_about_60_characters_each_side():
-    from ros2_owl.prompt import format_prompt_error
+    from ros2_owl.prompt import caret_message
 
     prompt = "[a cat, " + "y" * 90 + " ] x" + "z" * 1_000_000
     with pytest.raises(PromptError) as info:
         parse_prompt(prompt[:990])  # text after ']' fails at column 101
     assert info.value.column == 101
-    text = format_prompt_error(prompt[:990], info.value)
+    text = caret_message(prompt[:990], info.value)
     message, shown, caret = text.split("\n")
     assert shown.startswith("  ...") and shown.endswith("...")
     assert len(shown) <= 2 + 3 + 121 + 3
     assert shown[caret.index("^")] == "x"  # the caret sits under the column
     huge = PromptError("too long", 1000)
-    assert len(format_prompt_error(prompt, huge)) < 220
-    assert format_prompt_error("[a\tb\nc", PromptError("bad", 4)).split("\n")[2] == "      ^"
+    assert len(caret_message(prompt, huge)) < 220
+    assert caret_message("[a\tb\nc", PromptError("bad", 4)).split("\n")[2] == "      ^"

@@ -9,9 +9,9 @@ import pytest
 import torch
 import transformers as tf
 
-from ros2_owl.models.owl import decode_logits
+from ros2_owl.models.owl import decode_logits, select_query_patch
 from ros2_owl.predictor import PredictorConfig, TreePredictor
-from ros2_owl.queries import QueryStore, check_query_name, select_query_patch
+from ros2_owl.queries import QueryStore, check_query_name
 
 
 def _image(h: int, w: int, seed: int) -> np.ndarray:

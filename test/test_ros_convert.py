@@ -255,20 +255,22 @@ def test_absurd_size_rejected_before_reading_data():
 
 
 def test_the_converter_uses_the_predictors_one_size_limit():
-    """One limit, defined once (image_ops): a frame the predictor would refuse is refused from
+    """One limit, defined once (settings): a frame the predictor would refuse is refused from
     the header, before its data is read (here it has none at all)."""
-    from ros2_owl import image_ops
+    from ros2_owl import settings
 
-    assert ImageLimits() == ImageLimits(image_ops.MAX_SIDE, image_ops.MAX_PIXELS)
-    wide = Image(width=image_ops.MAX_SIDE + 2, height=2, step=3 * (image_ops.MAX_SIDE + 2))
+    assert ImageLimits() == ImageLimits(settings.MAX_IMAGE_SIDE, settings.MAX_IMAGE_PIXELS)
+    wide = Image(
+        width=settings.MAX_IMAGE_SIDE + 2, height=2, step=3 * (settings.MAX_IMAGE_SIDE + 2)
+    )
     wide.encoding = "rgb8"
-    bad(wide, f"limit is {image_ops.MAX_SIDE} px per side")
-    side = int(image_ops.MAX_PIXELS**0.5) + 2  # under MAX_SIDE, over MAX_PIXELS
+    bad(wide, f"limit is {settings.MAX_IMAGE_SIDE} px per side")
+    side = int(settings.MAX_IMAGE_PIXELS**0.5) + 2  # under MAX_SIDE, over MAX_PIXELS
     big = Image(width=side, height=side, step=3 * side, encoding="rgb8")
     bad(big, "MP in total")
-    ihdr = struct.pack(">IIBBBBB", image_ops.MAX_SIDE + 8, 16, 8, 2, 0, 0, 0)
+    ihdr = struct.pack(">IIBBBBB", settings.MAX_IMAGE_SIDE + 8, 16, 8, 2, 0, 0, 0)
     png = b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IEND", b"")  # no pixel data
-    bad(compressed(png, "png"), f"image is {image_ops.MAX_SIDE + 8}x16 px")
+    bad(compressed(png, "png"), f"image is {settings.MAX_IMAGE_SIDE + 8}x16 px")
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:

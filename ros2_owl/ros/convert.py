@@ -7,13 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ros2_owl.image_ops import (
-    MAX_PIXELS,
-    MAX_SIDE,
-    ImageError,
-    image_size_problem,
-    open_encoded_image,
-)
+from ros2_owl.preprocess import ImageError, image_size_problem, open_encoded_image
+from ros2_owl.settings import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -36,10 +31,10 @@ class ImageConversionError(ValueError):
 @dataclass(frozen=True)
 class ImageLimits:
     """Bounds that reject absurd frames before any large allocation happens; the defaults are
-    the predictor's one image-size limit (image_ops.MAX_SIDE / MAX_PIXELS)."""
+    the predictor's one image-size limit (settings.MAX_IMAGE_SIDE / MAX_IMAGE_PIXELS)."""
 
-    max_side: int = MAX_SIDE
-    max_pixels: int = MAX_PIXELS
+    max_side: int = MAX_IMAGE_SIDE
+    max_pixels: int = MAX_IMAGE_PIXELS
 
 
 DEFAULT_LIMITS = ImageLimits()
