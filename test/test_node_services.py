@@ -178,7 +178,7 @@ def registrations(draw):
         width, height = draw(st.integers(4, 64)), draw(st.integers(4, 48))
         rgb = scene(width, height, draw(st.integers(0, 9)))
         image = image_msg(rgb, 0, encoding=draw(st.sampled_from(["rgb8", "bgr8"])))
-        x0, y0 = draw(st.floats(0, width - 0.01)), draw(st.floats(0, height - 0.01))
+        x0, y0 = draw(st.floats(0, width - 1)), draw(st.floats(0, height - 1))
         w, h = draw(st.floats(0.01, width - x0)), draw(st.floats(0.01, height - y0))
         inside = (x0 + w / 2, y0 + h / 2, w, h)
         bbox = draw(st.one_of(st.just(inside), st.just((0.0, 0.0, 0.0, 0.0)), BOXES))
@@ -274,6 +274,7 @@ def test_a_failing_callback_answers_false_and_the_node_carries_on(
         context=context,
         namespace="/guard_test",
         parameter_overrides=[
+            Parameter("prompt", value="[a cat]"),  # no classify group: this node has no CLIP
             Parameter("no_frame_warning", value=0.0),
             Parameter("diagnostics_period", value=0.2),
         ],
