@@ -3,6 +3,7 @@
 ros2-owl detect samples/astronaut.jpg --prompt "[a person [a face]]" --json
 ros2-owl demo                        # real weights when available, else random (says so)
 ros2-owl build-engine --backend onnxruntime
+ros2-owl serve --video clip.mp4      # the live page on http://127.0.0.1:7860/
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ def _label_threshold(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"expected LABEL=VALUE, got {text!r}") from None
 
 
-def _add_model_args(p: argparse.ArgumentParser, *, model_default: str | None) -> None:
+def _add_model_args(
+    p: argparse.ArgumentParser, *, model_default: str | None, outputs: bool = True
+) -> None:
     p.add_argument("--prompt", help="tree prompt, e.g. '[a person [a face] (standing, sitting)]'")
     p.add_argument("--model", default=model_default, help="OWL-ViT/OWLv2 hub id or directory")
     p.add_argument("--clip-model", default=DEFAULT_CLIP, help="CLIP hub id or directory")
@@ -60,12 +63,14 @@ def _add_model_args(p: argparse.ArgumentParser, *, model_default: str | None) ->
     p.add_argument("--max-detections", type=int, default=100)
     p.add_argument("--max-regions", type=int, default=8, help="regions per nested level")
     p.add_argument("--queries", help="load reference queries ($name labels) from this file")
+    if not outputs:
+        return
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.add_argument("--annotate", metavar="DIR", help="write annotated images into DIR")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argparse tree: detect, demo and build-engine subcommands."""
+    """The argparse tree: detect, demo, serve and build-engine subcommands."""
     parser = argparse.ArgumentParser(prog="ros2-owl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     detect = sub.add_parser("detect", help="run a tree prompt on image files")
@@ -81,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="random fallback at the real architecture size (slow)",
     )
     demo.set_defaults(func=cmd_demo, prompt=None)
+    from .web import serve as web_serve  # imports no web library until it runs
+
+    serve = sub.add_parser("serve", help="the live page: stream, boxes, tree, prompt box")
+    _add_model_args(serve, model_default=DEFAULT_MODEL, outputs=False)
+    web_serve.add_arguments(serve)
+    serve.set_defaults(func=cmd_serve)
     # Engine building lives in backends/build_engine.py (engineer D's module); wired here.
     from .backends import build_engine
 
@@ -193,6 +204,27 @@ def cmd_detect(args) -> int:
         print("error: --prompt is required", file=sys.stderr)
         return 2
     return _run(args, _load(args, args.model, args.clip_model), args.images)
+
+
+def cmd_serve(args) -> int:
+    """`serve`: open the source first (a missing camera is one line), then load and serve."""
+    from .web import serve as web_serve
+    from .web.sources import SourceError
+
+    try:
+        web_serve.check_dependencies()
+        source = web_serve.open_source_from_args(args)
+    except SourceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    args.prompt = args.prompt or DEMO_PROMPT
+    try:
+        predictor = _load(args, args.model, args.clip_model)
+        if args.queries:
+            predictor.load_queries(args.queries)
+        return web_serve.run(args, predictor, source, args.prompt)
+    finally:
+        source.close()
 
 
 # ---------------------------------------------------------------------- demo
