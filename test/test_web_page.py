@@ -3,6 +3,7 @@ browser). Serves a short video with tiny random models and uses the page as a pe
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -145,3 +146,10 @@ def test_page_stream_prompt_error_slider_screenshot(browser_page, served_video, 
     page.screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000
     print(f"screenshot: {shot}")
+    readme_copy = os.environ.get("ROS2_OWL_SCREENSHOT")  # how docs/live_page.png was made
+    if readme_copy:
+        from PIL import Image
+
+        with Image.open(shot) as image:  # the page's upper part, 128 colours: a small PNG
+            small = image.convert("RGB").crop((0, 0, 1280, 660)).quantize(128)
+            small.save(readme_copy, optimize=True)

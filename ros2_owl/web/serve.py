@@ -39,6 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help=f"require ?token=... (or header) on every request (default: ${TOKEN_ENV})",
     )
     p.add_argument("--max-viewers", type=int, default=4, help="concurrent pages at most")
+    p.add_argument(
+        "--stream-fps", type=float, default=15.0, help="most frames drawn and sent per second"
+    )
 
 
 def open_source_from_args(args) -> FrameSource:
@@ -118,7 +121,11 @@ def run(args, predictor: TreePredictor, source: FrameSource, prompt: str) -> int
     server = WebServer(
         control,
         ServerConfig(
-            host=args.host, port=args.port, token=args.token, max_viewers=args.max_viewers
+            host=args.host,
+            port=args.port,
+            token=args.token,
+            max_viewers=args.max_viewers,
+            stream_fps=args.stream_fps,
         ),
     )
     try:

@@ -58,6 +58,7 @@ class ServerConfig:
     token: str | None = None  # when set, every request and websocket must carry it
     max_viewers: int = 4
     jpeg_quality: int = 80
+    stream_fps: float = 15.0  # most frames drawn and sent per second: a page needs no more
 
     def __post_init__(self) -> None:
         if not 0 <= int(self.port) <= 65535:
@@ -66,6 +67,8 @@ class ServerConfig:
             raise ValueError(f"max_viewers must be >= 1, got {self.max_viewers}")
         if not 1 <= int(self.jpeg_quality) <= 95:
             raise ValueError(f"jpeg_quality must be in 1..95, got {self.jpeg_quality}")
+        if not 0.0 < float(self.stream_fps) <= 120.0:
+            raise ValueError(f"stream_fps must be in (0, 120], got {self.stream_fps}")
         if self.token is not None and not self.token.strip():
             raise ValueError("token must not be empty (leave it unset for no token)")
 
@@ -296,7 +299,10 @@ class WebServer:
     async def _render_loop(self) -> None:
         """Render the newest pending frame (only while someone watches), then wake senders."""
         loop = asyncio.get_running_loop()
+        period, last = 1.0 / self.config.stream_fps, float("-inf")
         while True:
+            # a rate cap, not synchronisation: frames published meanwhile replace the pending one
+            await asyncio.sleep(max(0.0, last + period - loop.time()))
             await self._frame_ready.wait()
             self._frame_ready.clear()
             with self._lock:
@@ -305,6 +311,7 @@ class WebServer:
                 continue
             if self._latest is not None and self._latest[0] >= frame.seq:
                 continue
+            last = loop.time()
             server = {k: v for k, v in asdict(self.counters()).items() if k != "published"}
             try:
                 payload = await loop.run_in_executor(
