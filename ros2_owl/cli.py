@@ -222,7 +222,8 @@ def cmd_serve(args) -> int:
         predictor = _load(args, args.model, args.clip_model)
         if args.queries:
             predictor.load_queries(args.queries)
-        return web_serve.run(args, predictor, source, args.prompt)
+        thresholds = dict(args.label_threshold)
+        return web_serve.run(args, predictor, source, args.prompt, _config(args), thresholds)
     finally:
         source.close()
 

@@ -243,6 +243,27 @@ PARAMS: tuple[ParamSpec, ...] = (
         range=(0.0, 3600.0),
     ),
     ParamSpec(
+        "web_port",
+        0,
+        "Port of the live page (stream, tree, prompt box) served by the node; 0 = off.",
+        read_only=True,
+        range=(0, 65535),
+    ),
+    ParamSpec(
+        "web_host",
+        "127.0.0.1",
+        "Address the live page binds; 0.0.0.0 makes it reachable from the network (set "
+        "ROS2_OWL_WEB_TOKEN in the node's environment to require a token).",
+        read_only=True,
+    ),
+    ParamSpec(
+        "web_camera",
+        "",
+        "Camera the live page shows: '' = the first, else its index, name or topic.",
+        read_only=True,
+    ),
+    ParamSpec("web_max_viewers", 4, "Most pages open at once.", read_only=True, range=(1, 100)),
+    ParamSpec(
         "diagnostics_period",
         1.0,
         "Seconds between /diagnostics messages.",
@@ -312,6 +333,10 @@ class Settings:
     publish_annotated: bool = True
     max_rate: float = 0.0
     no_frame_warning: float = 5.0
+    web_port: int = 0
+    web_host: str = "127.0.0.1"
+    web_camera: str = ""
+    web_max_viewers: int = 4
     diagnostics_period: float = 1.0
 
     def updated(self, params: Iterable[Parameter]) -> Settings:

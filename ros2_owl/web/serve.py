@@ -104,20 +104,20 @@ class ServeLoop:
                 self.server.publish(frame.image, result, stats)
 
 
-def run(args, predictor: TreePredictor, source: FrameSource, prompt: str) -> int:
+def run(
+    args,
+    predictor: TreePredictor,
+    source: FrameSource,
+    prompt: str,
+    config: PredictorConfig,
+    label_thresholds: dict[str, float],
+) -> int:
     """Serve until Ctrl+C (or until a non-looping source ends); 1 when the source failed.
     The caller closes the source."""
     from .control import PredictorPromptControl
     from .server import ServerConfig, WebServer, WebServerError
 
-    config = PredictorConfig(
-        threshold=args.threshold,
-        scoring=args.scoring,
-        nms_iou=None if args.no_nms else args.nms_iou,
-        max_detections=args.max_detections,
-        max_regions=args.max_regions,
-    )
-    control = PredictorPromptControl(predictor, prompt, config, dict(args.label_threshold))
+    control = PredictorPromptControl(predictor, prompt, config, label_thresholds)
     server = WebServer(
         control,
         ServerConfig(
