@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import camera_scene  # noqa: E402
 
-from ros2_owl.models.random_init import ensure_random_model  # noqa: E402
+from ros2_owl.demo.random_models import ensure_random_model  # noqa: E402
 from ros2_owl.predictor import PredictorConfig, TreePredictor  # noqa: E402
 from ros2_owl.web.control import PredictorPromptControl  # noqa: E402
 from ros2_owl.web.serve import ServeLoop  # noqa: E402

@@ -22,7 +22,7 @@ from vision_msgs.msg import Classification, Detection2DArray, LabelInfo
 from ros2_owl.draw import draw_result
 from ros2_owl.msg import TreeDetectionArray
 from ros2_owl.predictor import PredictorConfig, PromptState, TreePredictor
-from ros2_owl.prompt import PromptError
+from ros2_owl.prompt import PromptError, caret_message
 from ros2_owl.ros import messages
 from ros2_owl.ros.cameras import (
     Camera,
@@ -35,13 +35,8 @@ from ros2_owl.ros.cameras import (
 )
 from ros2_owl.ros.convert import ImageConversionError, message_to_rgb, rgb_to_image_msg
 from ros2_owl.ros.diagnostics import CameraStats, build_diagnostics, camera_status, node_status
-from ros2_owl.ros.params import (
-    Settings,
-    declare_parameters,
-    format_label_thresholds,
-    read_settings,
-    validate_parameter,
-)
+from ros2_owl.ros.params import declare_parameters, read_settings, validate_parameter
+from ros2_owl.settings import Settings, format_label_thresholds
 from ros2_owl.srv import RegisterQuery, SetPrompt
 
 __all__ = ["OwlNode", "StartupError", "main"]
@@ -73,24 +68,6 @@ class PromptChange:
     message: str
     column: int | None = None
     active: Active | None = None  # the state now in force when ok
-
-
-def prompt_error_text(prompt: str, exc: Exception) -> str:
-    """The PromptError message plus the prompt with a caret under the column."""
-    column = getattr(exc, "column", None)
-    if column is None or not 0 <= column <= len(prompt):
-        return str(exc)
-    return f"{exc}\n  {prompt}\n  {' ' * column}^"
-
-
-def predictor_config(s: Settings) -> PredictorConfig:
-    return PredictorConfig(
-        threshold=s.threshold,
-        scoring=s.scoring,
-        nms_iou=s.nms_iou if s.nms_iou > 0 else None,
-        max_detections=s.max_detections,
-        max_regions=s.max_regions,
-    )
 
 
 def _prompt_key(s: Settings) -> tuple:
@@ -132,7 +109,7 @@ class OwlNode(Node):
         try:
             self._active = self._build(s)
         except (PromptError, ValueError) as exc:
-            raise StartupError(f"prompt parameter: {prompt_error_text(s.prompt, exc)}") from exc
+            raise StartupError(f"prompt parameter: {caret_message(s.prompt, exc)}") from exc
         self._pending: tuple[Settings, Active] | None = None
         self._prompt_lock = threading.RLock()  # one prompt write at a time (service, page, params)
         self._web = None
@@ -152,7 +129,7 @@ class OwlNode(Node):
             self._no_frame_timer = self.create_timer(s.no_frame_warning, self._check_no_frames)
         self._publish_label_info()
         if s.web_port:
-            self._web = self._start_web(s)
+            self._start_web(s)
         self._worker = threading.Thread(target=self._work, name="owl_inference", daemon=True)
         self._worker.start()
         self.get_logger().info(
@@ -169,7 +146,7 @@ class OwlNode(Node):
                 device=s.device,
                 dtype=s.dtype,
                 backend=s.backend,
-                config=predictor_config(s),
+                config=s.predictor_config(),
                 cache_dir=s.cache_dir or None,
             )
         except Exception as exc:  # ModelLoadError, BackendError, torch errors: all fatal here
@@ -203,22 +180,16 @@ class OwlNode(Node):
             cam.publishers[name] = self.create_publisher(kind, output_topic(prefix, name), out_qos)
         return cam
 
-    def _start_web(self, s: Settings):
-        """The live page on web_host:web_port (opt-in), fed by the selected camera."""
-        from ros2_owl.ros.web_bridge import WebBridge, select_camera, web_token
-        from ros2_owl.web.server import ServerConfig, WebServerError
+    def _start_web(self, s: Settings) -> None:
+        """The live page (opt-in web_port), fed by the selected camera (ros/web_bridge.py)."""
+        from ros2_owl.ros.web_bridge import start_web_bridge
 
         try:
-            camera = select_camera(self.cameras, s.web_camera)
-            config = ServerConfig(
-                host=s.web_host, port=s.web_port, token=web_token(), max_viewers=s.web_max_viewers
-            )
-            bridge = WebBridge(self, camera, config)
-            url = bridge.start()
-        except (ValueError, WebServerError, ImportError) as exc:
+            self._web = start_web_bridge(self, s)
+        except Exception as exc:  # a taken port, a bad host or camera: a start-up error
             raise StartupError(f"web page: {exc}") from exc
-        self.get_logger().info(f"live page on {url} ({camera.resolved_topic})")
-        return bridge
+        cam = self._web.camera
+        self.get_logger().info(f"live page on {self._web.server.url} ({cam.resolved_topic})")
 
     # ----- prompt state ---------------------------------------------------------------------
     def _build(self, s: Settings, reuse: Active | None = None) -> Active:
@@ -228,7 +199,7 @@ class OwlNode(Node):
             state = reuse.state
         else:
             state = self.predictor.prepare(s.prompt, label_thresholds=s.label_threshold_map())
-        return Active(state=state, config=predictor_config(s), key=key)
+        return Active(state=state, config=s.predictor_config(), key=key)
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         """Validate, and build the new state now; a rejected change leaves everything as it was."""
@@ -245,7 +216,7 @@ class OwlNode(Node):
             active = self._build(candidate, reuse=self._active)
         except (PromptError, ValueError) as exc:
             return SetParametersResult(
-                successful=False, reason=prompt_error_text(candidate.prompt, exc)
+                successful=False, reason=caret_message(candidate.prompt, exc)
             )
         self._pending = (candidate, active)
         return SetParametersResult(successful=True)
@@ -277,17 +248,14 @@ class OwlNode(Node):
         return self._settings
 
     def apply_prompt(self, prompt: str, overrides: dict[str, float] | None = None) -> PromptChange:
-        """Validate, build and swap a prompt (+ per-label thresholds), then update the
-        `prompt` / `label_thresholds` parameters: the one path for ~/set_prompt and the page."""
-        with self._prompt_lock:  # the page's thread and the executor's service never interleave
+        """Validate, build and swap a prompt (+ per-label thresholds), then set the `prompt` /
+        `label_thresholds` parameters: the one path of ~/set_prompt and the live page."""
+        label_thresholds = None if overrides is None else tuple(format_label_thresholds(overrides))
+        bad = label_thresholds and validate_parameter("label_thresholds", label_thresholds)
+        if bad:
+            return PromptChange(False, bad)
+        with self._prompt_lock:  # the page's thread and the executor never interleave a change
             s = self._settings
-            if overrides is not None:
-                bad = [k for k, v in overrides.items() if not 0.0 <= v <= 1.0 or not k.strip()]
-                if bad:
-                    return PromptChange(False, f"thresholds must be in [0, 1] for labels: {bad}")
-            label_thresholds = (
-                tuple(format_label_thresholds(overrides)) if overrides is not None else None
-            )
             candidate = replace(
                 s,
                 prompt=prompt,
@@ -295,15 +263,14 @@ class OwlNode(Node):
                 if label_thresholds is None
                 else label_thresholds,
             )
-            reason = validate_parameter("prompt", candidate.prompt)
             try:
+                reason = validate_parameter("prompt", candidate.prompt)
                 if reason:
                     raise ValueError(reason)
                 active = self._build(candidate, reuse=self._active)
             except (PromptError, ValueError) as exc:
-                return PromptChange(
-                    False, prompt_error_text(prompt, exc), getattr(exc, "column", None)
-                )
+                column = getattr(exc, "column", None)
+                return PromptChange(False, caret_message(prompt, exc), column)
             self._settings, self._active = candidate, active  # the swap frames see
             changes = [Parameter("prompt", value=candidate.prompt)]
             if label_thresholds is not None:

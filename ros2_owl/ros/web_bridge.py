@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # the node imports this module, not the other way round at ru
     from ros2_owl.ros.cameras import Camera
     from ros2_owl.ros.node import OwlNode
 
-__all__ = ["NodePromptControl", "WebBridge", "TOKEN_ENV", "select_camera"]
+__all__ = ["TOKEN_ENV", "NodePromptControl", "WebBridge", "select_camera", "start_web_bridge"]
 
 TOKEN_ENV = "ROS2_OWL_WEB_TOKEN"  # a token is a secret: not a parameter anyone can `param get`
 
@@ -108,6 +108,15 @@ class WebBridge:
         self.server.stop()
 
 
-def web_token() -> str | None:
-    """The page's token from the environment ('' or unset = none)."""
-    return os.environ.get(TOKEN_ENV) or None
+def start_web_bridge(node: OwlNode, settings) -> WebBridge:
+    """The node's page on web_host:web_port, showing web_camera (ValueError/WebServerError)."""
+    camera = select_camera(node.cameras, settings.web_camera)
+    config = ServerConfig(
+        host=settings.web_host,
+        port=settings.web_port,
+        token=os.environ.get(TOKEN_ENV) or None,
+        max_viewers=settings.web_max_viewers,
+    )
+    bridge = WebBridge(node, camera, config)
+    bridge.start()
+    return bridge
