@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 import os
 import time
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
@@ -19,9 +19,9 @@ from ros2_owl.results import TreeResult
 from ros2_owl.web.control import PromptOutcome, PromptView, prompt_view
 from ros2_owl.web.server import FrameStats, ServerConfig, WebServer
 
-if TYPE_CHECKING:  # the node imports this module, not the other way round at run time
-    from ros2_owl.ros.cameras import Camera
-    from ros2_owl.ros.node import OwlNode
+# The node imports this module, never the other way round: the node and its cameras are
+# typed as Any here (an OwlNode; ros.cameras.Camera).
+OwlNode = Camera = Any
 
 __all__ = ["TOKEN_ENV", "NodePromptControl", "WebBridge", "select_camera", "start_web_bridge"]
 
