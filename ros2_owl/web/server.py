@@ -195,6 +195,10 @@ class WebServer:
                 loop.run_forever()
             finally:
                 loop.run_until_complete(self._runner.cleanup())
+                tasks = asyncio.all_tasks(loop)  # the render loop and any sender left
+                for task in tasks:
+                    task.cancel()
+                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
                 loop.close()
 
         self._thread = threading.Thread(target=run, name="owl_web", daemon=True)
