@@ -31,6 +31,7 @@ DEFAULT_PROMPT = "[a person [a face, a hand] (standing, sitting)]"
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 SCORING_MODES = ("independent", "exclusive")
+REGION_RESOLUTIONS = ("native", "adaptive")
 
 # Input image limits (one definition for the predictor's input check): the model sees at most
 # ~1000 px, so anything larger is a mistake or an attack on the robot's memory.
@@ -204,6 +205,15 @@ SETTINGS: tuple[Setting, ...] = (
         8,
         "Most regions a nested level runs on per frame.",
         range=(0, 1024),
+        frame=True,
+        cli=True,
+    ),
+    Setting(
+        "region_resolution",
+        "native",
+        "Input size of nested regions: 'native' (the model's size) or 'adaptive' (the smallest "
+        "bucket covering the region's longer side; see README).",
+        choices=REGION_RESOLUTIONS,
         frame=True,
         cli=True,
     ),
