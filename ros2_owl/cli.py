@@ -43,7 +43,17 @@ def _add_model_args(p: argparse.ArgumentParser, *, model_default: str | None) ->
     p.add_argument(
         "--dtype", default="auto", help="float32, float16, bfloat16 or auto (float16 for tensorrt)"
     )
-    p.add_argument("--backend", default="torch", help="torch, onnxruntime or tensorrt")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        help="auto (fastest measured for this machine), torch, onnxruntime or tensorrt",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "allow-reduced"),
+        default="fp32",
+        help="allow-reduced lets backend auto pick bfloat16/int8 on CPU",
+    )
     p.add_argument("--cache-dir", default=None, help="model/engine cache directory")
     p.add_argument("--threshold", type=float, default=0.1, help="default detection threshold")
     p.add_argument(
@@ -124,6 +134,7 @@ def _load(args, model: str, clip: str | None):
         backend=args.backend,
         config=_config(args),
         cache_dir=args.cache_dir,
+        precision=args.precision,
     )
 
 

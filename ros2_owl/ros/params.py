@@ -184,10 +184,17 @@ PARAMS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         "backend",
-        "torch",
-        "Image encoder backend.",
+        "auto",
+        "Image encoder backend; 'auto' = the fastest for this machine (measured once, cached).",
         read_only=True,
-        choices=("torch", "onnxruntime", "tensorrt"),
+        choices=("auto", "torch", "onnxruntime", "tensorrt"),
+    ),
+    ParamSpec(
+        "precision",
+        "fp32",
+        "'allow-reduced' lets backend auto choose bfloat16/int8 on CPU (never chosen otherwise).",
+        read_only=True,
+        choices=("fp32", "allow-reduced"),
     ),
     ParamSpec(
         "cache_dir",
@@ -302,7 +309,8 @@ class Settings:
     clip_model: str = SPECS["clip_model"].default
     device: str = "cpu"
     dtype: str = "auto"
-    backend: str = "torch"
+    backend: str = "auto"
+    precision: str = "fp32"
     cache_dir: str = ""
     queries_file: str = ""
     image_topics: tuple[str, ...] = ("image",)
