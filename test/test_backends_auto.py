@@ -54,6 +54,8 @@ class Builder:
         real = TorchImageEncoder(self.module)
         if candidate.backend == "fake-slow":
             return RepeatingEncoder(real, 30, "fake-slow")
+        if candidate.backend == "broken":
+            raise RuntimeError("runtime missing on this machine")
         if candidate.backend == "fake-fast":
             size = self.module.image_size
             return CachedOutputEncoder(real, torch.zeros(1, 3, size, size))
@@ -80,6 +82,25 @@ def test_fake_slow_backend_loses(tmp_path):
     assert choice.timings_ms["fake-slow float32"] > choice.timings_ms["torch float32"]
     assert "fastest of 2 measured" in choice.reason and "next fake-slow float32" in choice.reason
     assert builder.built == ["fake-slow float32", "torch float32"]
+
+
+def test_a_candidate_that_cannot_run_is_skipped_with_its_reason(tmp_path):
+    messages: list[str] = []
+    builder = Builder(ToyEncoder())
+    _, choice = choose_cpu(
+        builder.module,
+        model_id="toy",
+        precision="fp32",
+        dtype="auto",
+        build=builder,
+        cache=ArtefactCache(tmp_path),
+        candidates=[Candidate("broken", "float32"), TORCH],
+        say=messages.append,
+    )
+    assert choice.backend == "torch" and list(choice.timings_ms) == ["torch float32"]
+    assert "auto: skipping broken float32: runtime missing on this machine" in messages
+    with pytest.raises(BackendError, match="no runnable candidate: broken float32: runtime"):
+        _choose(tmp_path / "other", Builder(ToyEncoder()), [Candidate("broken", "float32")])
 
 
 def test_decision_is_cached_and_reused_without_measuring(tmp_path, monkeypatch):

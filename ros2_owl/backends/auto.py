@@ -137,15 +137,18 @@ def cpu_candidates(
     return [c for c in pool if precision == "allow-reduced" or not c.reduced]
 
 
-def measure_ms(encoder: ImageEncoderBackend, pixels: torch.Tensor, iterations: int) -> float:
-    """Median ms per call after one warm-up call."""
-    encoder(pixels)
-    samples = []
+def measure_ms(
+    encoders: dict[str, ImageEncoderBackend], pixels: torch.Tensor, iterations: int
+) -> dict[str, float]:
+    """Median ms per call of each (warmed-up) encoder, in interleaved rounds (every candidate
+    once per round), so load from other processes hits all of them alike."""
+    samples: dict[str, list[float]] = {label: [] for label in encoders}
     for _ in range(iterations):
-        start = time.perf_counter()
-        encoder(pixels)
-        samples.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(samples)
+        for label, encoder in encoders.items():
+            start = time.perf_counter()
+            encoder(pixels)
+            samples[label].append((time.perf_counter() - start) * 1e3)
+    return {label: statistics.median(values) for label, values in samples.items()}
 
 
 def measure(
@@ -155,28 +158,30 @@ def measure(
     iterations: int = MEASURE_ITERATIONS,
     say: Callable[[str], None] = LOG.info,
 ) -> tuple[Candidate, ImageEncoderBackend, AutoChoice]:
-    """Build and time every candidate; keep the fastest built encoder, free the others."""
-    best: tuple[float, Candidate, ImageEncoderBackend] | None = None
-    timings: dict[str, float] = {}
+    """Build every candidate, time them interleaved; keep the fastest, free the others."""
+    built: dict[str, ImageEncoderBackend] = {}
+    by_label = {c.label: c for c in candidates}
     skipped: list[str] = []
     for cand in candidates:
         try:
             encoder = build(cand)
-            ms = measure_ms(encoder, pixels, iterations)
+            encoder(pixels)  # warm-up, and a candidate that cannot run fails here
         except Exception as err:  # a candidate that cannot run here is skipped, not fatal
             skipped.append(f"{cand.label}: {err}".split("\n")[0][:200])
-            say(f"auto: skipping {cand.label}: {skipped[-1]}")
+            say(f"auto: skipping {skipped[-1]}")
             continue
-        timings[cand.label] = round(ms, 3)
-        say(f"auto: {cand.label} {ms:.1f} ms per image")
-        if best is None or ms < best[0]:
-            best = (ms, cand, encoder)
-        del encoder
-        gc.collect()
-    if best is None:
+        built[cand.label] = encoder
+    if not built:
         raise BackendError("backend 'auto' found no runnable candidate: " + "; ".join(skipped))
-    ms, cand, encoder = best
-    others = sorted((v, k) for k, v in timings.items() if k != cand.label)
+    timings = {k: round(v, 3) for k, v in measure_ms(built, pixels, iterations).items()}
+    for label, ms in timings.items():
+        say(f"auto: {label} {ms:.1f} ms per image")
+    best = min(timings, key=timings.get)
+    encoder = built.pop(best)
+    built.clear()
+    gc.collect()
+    ms, cand = timings[best], by_label[best]
+    others = sorted((v, k) for k, v in timings.items() if k != best)
     reason = f"fastest of {len(timings)} measured on {cpu_model()}: {ms:.1f} ms"
     if others:
         reason += f", next {others[0][1]} {others[0][0]:.1f} ms ({others[0][0] / ms:.2f}x)"
