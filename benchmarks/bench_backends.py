@@ -1,7 +1,7 @@
 """Backend benchmark: naive transformers path = 1.00x vs backend auto, reduced precision, tree.
 
 One run on this machine, full-size random OWL-ViT B/32 @768 + CLIP B/32 (architecture-identical
-to the hub checkpoints, built by ros2_owl.models.random_init), medians of interleaved rounds:
+to the hub checkpoints, built by ros2_owl.demo.random_models), medians of interleaved rounds:
 
 1. the machine's best fp32 (torch / onnxruntime) and bf16 (torch) matrix-multiply rates;
 2. per frame `[a person, a car, a dog]`: naive path (text re-encoded, HF processor + full
@@ -331,7 +331,7 @@ def print_drift(flat: dict, state, image, encoders: dict, pixels, size: int) -> 
     from ros2_owl.results import match_detections
 
     # Accuracy without NMS/top-k cuts, so a tiny score change cannot swap which box survives.
-    acc_cfg = PredictorConfig(threshold=0.1, nms_iou=None, max_detections=100_000)
+    acc_cfg = PredictorConfig(threshold=0.1, nms_iou=None, max_detections=10_000)
     ref = flat["auto fp32"].predict(image, state, acc_cfg).detections
     with torch.inference_mode():
         ref_boxes = encoders["torch fp32"](pixels)["pred_boxes"]
@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
 
     from ros2_owl.backends.onnxruntime_backend import default_threads, physical_cores
-    from ros2_owl.models.random_init import ensure_random_model
+    from ros2_owl.demo.random_models import ensure_random_model
     from ros2_owl.predictor import PredictorConfig
 
     logging.getLogger("ros2_owl").setLevel(logging.ERROR)  # the random-weights banner
@@ -397,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         mode: PredictorConfig(
             threshold=0.0,
             max_regions=args.regions,
-            max_detections=100_000,
+            max_detections=10_000,
             **({"region_resolution": mode} if mode else {}),
         )
         for mode in region_modes()

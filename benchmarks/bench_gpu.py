@@ -243,7 +243,7 @@ def tree_section(rep, predictor, device, iters) -> None:
     rep.say(f"\n== tree {TREE_PROMPT}, 4 regions, 640x480")
     for mode in modes:
         extra = {"region_resolution": mode} if mode else {}
-        cfg = PredictorConfig(threshold=0.0, max_regions=4, max_detections=100_000, **extra)
+        cfg = PredictorConfig(threshold=0.0, max_regions=4, max_detections=10_000, **extra)
         ms = time_ms(lambda c=cfg: predictor.predict(frame, state, c), device, iters)
         label = mode or "native (only mode)"
         rep.put("tree", label, {"ms": ms, "fps": 1e3 / ms})
@@ -276,7 +276,7 @@ def profile_section(rep, predictor, device, results: Path) -> None:
 
 def load_predictors(dry_run: bool, device: torch.device, dtype: str, cache: Path):
     """(flat predictor without CLIP, tree predictor with CLIP) on the benchmark models."""
-    from ros2_owl.models.random_init import ensure_random_model
+    from ros2_owl.demo.random_models import ensure_random_model
     from ros2_owl.predictor import PredictorConfig, TreePredictor
 
     owl_name, clip_name = (

@@ -17,9 +17,10 @@ import pytest
 import torch
 from fixtures_models import synthetic_scene
 
-from ros2_owl.image_ops import batched_nms, load_image
+from ros2_owl.boxes import batched_nms
 from ros2_owl.models.owl import OwlModel
 from ros2_owl.predictor import PredictorConfig, TreePredictor
+from ros2_owl.preprocess import load_image
 from ros2_owl.results import match_detections
 
 pytestmark = [
@@ -31,7 +32,7 @@ pytestmark = [
 
 FLAT = "[a person, a car, a dog]"
 TREE = "[a person [a face, a hand] (standing, sitting)]"
-NO_NMS = PredictorConfig(threshold=0.0, nms_iou=None, max_detections=100_000, max_regions=4)
+NO_NMS = PredictorConfig(threshold=0.0, nms_iou=None, max_detections=10_000, max_regions=4)
 
 
 def _predictors(owl_dir, clip_dir, dtype="float32", backend="torch"):
@@ -85,7 +86,7 @@ def test_predictor_fp32_cuda_matches_cpu(tiny_owlvit_dir, tiny_clip_dir):
 
 
 def test_fp16_drift_on_full_size_b32(model_cache_dir):
-    from ros2_owl.models.random_init import ensure_random_model
+    from ros2_owl.demo.random_models import ensure_random_model
 
     owl = ensure_random_model("owlvit-base-patch32", model_cache_dir)
     fp32 = TreePredictor.from_pretrained(str(owl), None, device="cuda", backend="torch")
@@ -93,7 +94,7 @@ def test_fp16_drift_on_full_size_b32(model_cache_dir):
         str(owl), None, device="cuda", dtype="float16", backend="torch"
     )
     image = synthetic_scene(480, 640)
-    config = PredictorConfig(threshold=0.1, nms_iou=None, max_detections=100_000)
+    config = PredictorConfig(threshold=0.1, nms_iou=None, max_detections=10_000)
     ref = fp32.predict(image, fp32.prepare(FLAT), config)
     got = fp16.predict(image, fp16.prepare(FLAT), config)
     drift = match_detections(ref.detections, got.detections)

@@ -10,11 +10,11 @@ are imported only when asked for; a missing runtime raises BackendError naming t
 
 from __future__ import annotations
 
-import copy
 import logging
 
 import torch
 
+from ..settings import BACKENDS
 from .auto import PRECISIONS, AutoChoice, check_precision
 from .base import BackendError, ImageEncoderBackend, TorchImageEncoder, parse_dtype
 
@@ -30,8 +30,6 @@ __all__ = [
     "make_image_encoder",
     "resolve_dtype",
 ]
-
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 
 
 def resolve_dtype(backend: str, dtype: str) -> str:
@@ -92,6 +90,7 @@ def _make_auto(module, dtype, precision, *, device, cache_dir, progress, **kwarg
         choice = cuda_rule(dev, dtype)
         encoder = _make_named(choice.backend, module, dtype=choice.dtype, **common)
     elif dev.type == "cpu":
+        from .export import on_device
 
         def build(candidate):
             mod = module
@@ -169,6 +168,7 @@ def _make_int8(backend, module, model_id, device, cache_dir, max_batch, force, p
             f"{device}; use float32 (or bfloat16 with backend 'torch')"
         )
     from .cache import ArtefactCache
+    from .export import on_device
     from .onnxruntime_backend import OnnxRuntimeImageEncoder, import_onnxruntime
     from .quantize import quantized_cached
 
@@ -183,23 +183,17 @@ def _make_int8(backend, module, model_id, device, cache_dir, max_batch, force, p
         progress=progress,
     )
     return OnnxRuntimeImageEncoder(
-        entry.path, device="cpu", output_names=module.output_names, image_size=module.image_size
+        entry.path,
+        device="cpu",
+        output_names=module.output_names,
+        image_size=module.image_size,
+        max_batch=max_batch,
     )
-
-
-def on_device(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    """The module itself when already there, else a copy: the caller's module is never moved."""
-    from .export import module_device_dtype
-
-    cur_dev, cur_dt = module_device_dtype(module)
-    if cur_dev.type == device.type and cur_dt == dtype:
-        return module.eval()
-    return copy.deepcopy(module).to(device=device, dtype=dtype).eval()
 
 
 def _make_onnxruntime(module, model_id, dev, dt, cache, max_batch, force, on_invalid, progress):
     """Export (or reuse) the verified ONNX graph, then open an ORT session on it."""
-    from .export import export_cached
+    from .export import export_cached, on_device
     from .onnxruntime_backend import OnnxRuntimeImageEncoder, choose_providers, import_onnxruntime
 
     ort = import_onnxruntime()
@@ -230,4 +224,5 @@ def _make_onnxruntime(module, model_id, dev, dt, cache, max_batch, force, on_inv
         device=dev,
         output_names=module.output_names,
         image_size=module.image_size,
+        max_batch=max_batch,
     )

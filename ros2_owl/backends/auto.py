@@ -28,11 +28,11 @@ from pathlib import Path
 
 import torch
 
+from ..settings import PRECISIONS
 from .base import BackendError, ImageEncoderBackend
 
 LOG = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "allow-reduced")
 MEASURE_ITERATIONS = 3
 Build = Callable[["Candidate"], ImageEncoderBackend]
 
