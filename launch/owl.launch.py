@@ -9,7 +9,7 @@ Arguments (all optional):
   model          OWL-ViT / OWLv2 hub id or local directory
   clip_model     CLIP hub id or local directory
   device         torch device, e.g. cuda
-  backend        torch | onnxruntime | tensorrt
+  backend        auto | torch | onnxruntime | tensorrt
   large_images   true: give processes of this launch the Fast DDS profile with a 32 MiB
                  shared-memory segment (needed for 720p+ images between processes; the camera
                  driver needs it too, so export FASTDDS_DEFAULT_PROFILES_FILE for it as well)

@@ -116,6 +116,7 @@ def _load(args, model: str, clip: str | None):
         backend=settings.backend,
         config=settings.predictor_config(),
         cache_dir=settings.cache_dir or None,
+        precision=settings.precision,
     )
 
 

@@ -145,21 +145,37 @@ class TreePredictor:
         clip_model: str | None = DEFAULT_CLIP,
         device: str = "cpu",
         dtype: str = "auto",
-        backend: str = "torch",
+        backend: str = "auto",
         config: PredictorConfig | None = None,
         cache_dir: str | None = None,
+        precision: str = "fp32",
     ) -> TreePredictor:
-        """Load models (ModelLoadError naming what was tried) and build the image encoders."""
+        """Load models (ModelLoadError naming what was tried) and build the image encoders.
+
+        backend 'auto' picks the fastest backend for the machine (see backends/auto.py);
+        precision 'allow-reduced' lets it pick bf16/int8 on CPU.
+        """
         config = config or PredictorConfig()
         owl = OwlModel.load(model, device=device, cache_dir=cache_dir)
         batch = max(1, config.max_regions)
-        kwargs = dict(device=device, dtype=dtype, cache_dir=cache_dir, max_batch=batch)
+        kwargs = dict(
+            device=device, dtype=dtype, cache_dir=cache_dir, max_batch=batch, precision=precision
+        )
         owl_encoder = make_image_encoder(backend, owl.encoder, model_id=model, **kwargs)
         clip = clip_encoder = None
         if clip_model:
             clip = ClipModel.load(clip_model, device=device, cache_dir=cache_dir)
             clip_encoder = make_image_encoder(backend, clip.encoder, model_id=clip_model, **kwargs)
         return cls(owl, clip, owl_encoder, clip_encoder, config, device, cache_dir)
+
+    def backend_summary(self) -> str:
+        """Which backend and dtype runs each image encoder and why (logs, diagnostics)."""
+        parts = []
+        for name, encoder in (("owl", self.owl_encoder), ("clip", self.clip_encoder)):
+            choice = getattr(encoder, "selection", None)
+            if encoder is not None:
+                parts.append(f"{name}: {choice.describe() if choice else encoder.name}")
+        return "; ".join(parts)
 
     # ------------------------------------------------------------------ prompt state
 

@@ -28,7 +28,8 @@ from typing import Any
 DEFAULT_MODEL = "google/owlvit-base-patch32"
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 DEFAULT_PROMPT = "[a person [a face, a hand] (standing, sitting)]"
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "allow-reduced")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 SCORING_MODES = ("independent", "exclusive")
 REGION_RESOLUTIONS = ("native", "adaptive")
@@ -242,7 +243,22 @@ SETTINGS: tuple[Setting, ...] = (
         choices=DTYPES,
         cli=True,
     ),
-    Setting("backend", "torch", "Image encoder backend.", live=False, choices=BACKENDS, cli=True),
+    Setting(
+        "backend",
+        "auto",
+        "Image encoder backend; 'auto' = the fastest for this machine (measured once, cached).",
+        live=False,
+        choices=BACKENDS,
+        cli=True,
+    ),
+    Setting(
+        "precision",
+        "fp32",
+        "'allow-reduced' lets backend auto choose bfloat16 or int8 on CPU (never otherwise).",
+        live=False,
+        choices=PRECISIONS,
+        cli=True,
+    ),
     Setting(
         "cache_dir",
         "",
@@ -400,6 +416,7 @@ def settings_from(values: Mapping[str, Any]) -> Any:
 
 __all__ = [
     "BACKENDS",
+    "PRECISIONS",
     "DTYPES",
     "MAX_IMAGE_PIXELS",
     "MAX_IMAGE_SIDE",

@@ -386,7 +386,10 @@ def test_diagnostics_report_rates_latency_and_the_model(owl):
     diag = owl.diag.messages[-1]
     model = next(s for s in diag.status if s.name == f"{NODE}: model")
     values = {kv.key: kv.value for kv in model.values}
-    assert "tiny-owlvit" in values["model"] and values["backend"] == "torch"
+    assert "tiny-owlvit" in values["model"] and values["backend"] == "auto"
+    # what auto chose and why (measured once at start, float32 without allow-reduced)
+    assert values["backend_choice"].startswith("owl: ") and " float32 (" in values["backend_choice"]
+    assert "measured" in values["backend_choice"] or "cache" in values["backend_choice"]
 
 
 def test_no_frame_warning_names_the_topic_and_qos(owl):

@@ -119,7 +119,8 @@ class OwlNode(Node):
         self._worker = threading.Thread(target=self._work, name="owl_inference", daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f"ready: model {s.model} ({s.backend}/{s.device}), prompt {s.prompt!r}, inputs "
+            f"ready: model {s.model} ({self.predictor.backend_summary()} on {s.device}), prompt "
+            f"{s.prompt!r}, inputs "
             + ", ".join(f"{c.resolved_topic} -> {c.prefix or '.'}/" for c in self.cameras)
         )
 
@@ -134,6 +135,7 @@ class OwlNode(Node):
                 backend=s.backend,
                 config=s.predictor_config(),
                 cache_dir=s.cache_dir or None,
+                precision=s.precision,
             )
         except Exception as exc:  # ModelLoadError, BackendError, torch errors: all fatal here
             raise StartupError(f"could not load the models: {exc}") from exc
@@ -359,6 +361,7 @@ class OwlNode(Node):
                 model=s.model,
                 clip_model=s.clip_model or "none",
                 backend=s.backend,
+                backend_choice=self.predictor.backend_summary(),
                 device=s.device,
                 prompt=s.prompt,
             )
