@@ -17,7 +17,6 @@ from ros2_owl.region_resolution import bucket_sizes, group_by_size, region_input
 from ros2_owl.results import match_detections
 
 LABELS = ["a cat", "a remote control", "two dogs on a sofa"]
-TREE = "[a person [a face, a hand]]"
 
 
 def test_buckets_are_few_patch_multiples_up_to_native():
@@ -77,41 +76,40 @@ class ShapeRecorder:
 
 def _config(mode: str) -> PredictorConfig:
     return PredictorConfig(
-        threshold=0.0, nms_iou=0.0, max_regions=6, max_detections=10_000, region_resolution=mode
+        threshold=0.0, nms_iou=0.0, max_regions=4, max_detections=10_000, region_resolution=mode
     )
 
 
-def test_adaptive_groups_regions_by_size_and_keeps_native_ones_identical(tiny_owlvit_dir):
+def test_adaptive_sizes_each_level_and_keeps_native_sized_regions_identical(tiny_owlvit_dir):
     predictor = TreePredictor.from_pretrained(str(tiny_owlvit_dir), None, backend="torch")
     recorder = ShapeRecorder(predictor.owl_encoder)
     predictor.owl_encoder = recorder
-    # random tiny weights predict boxes about 1/6 of the image: big enough for both sizes here
-    image, state = synthetic_scene(480, 640), predictor.prepare(TREE)
+    # random tiny weights predict boxes of 1/6 of their region: 67x50 px people in a 400x300
+    # image (bucket 96 = native), 11x8 px faces inside them (bucket 64)
+    image, state = synthetic_scene(300, 400), predictor.prepare("[a person [a face [an eye]]]")
     native = predictor.predict(image, state, _config("native"))
     recorder.shapes.clear()
     adaptive = predictor.predict(image, state, _config("adaptive"))
-    parents = [d for d in adaptive.detections if d.parent_id == 0]
-    regions = sorted(parents, key=lambda d: -d.score)[:6]
-    frames = [crop_box_pixels(d.box, 640, 480) for d in regions]
-    sizes = {
-        d.id: region_input_size(f[2] - f[0], f[3] - f[1], 96, 16)
-        for d, f in zip(regions, frames, strict=True)
-    }
-    assert set(sizes.values()) == {64, 96}  # the scene has regions of both kinds
-    expected_calls = sorted(
-        (sum(1 for s in sizes.values() if s == size), 3, size, size) for size in {64, 96}
-    )
-    assert recorder.shapes[0] == (1, 3, 96, 96)  # the whole image: always native
-    assert sorted(recorder.shapes[1:]) == expected_calls  # one batched call per size
-    # regions encoded at the native size give exactly the native mode's children
-    for region_id, size in sizes.items():
-        mine = [(d.label, d.score, d.box) for d in adaptive.children_of(region_id)]
-        if size == 96:
-            assert mine == [(d.label, d.score, d.box) for d in native.children_of(region_id)]
-        assert mine and all(
-            frames_contain(crop_box_pixels(adaptive.by_id(region_id).box, 640, 480), d[2])
-            for d in mine
-        )
+    people = sorted(adaptive.children_of(0), key=lambda d: -d.score)[:4]
+    faces = sorted((d for p in people for d in adaptive.children_of(p.id)), key=lambda d: -d.score)[
+        :4
+    ]
+    assert {_size(d) for d in people} == {96} and {_size(d) for d in faces} == {64}
+    # one batched encoder call per level and size: the image, 4 people at 96, 4 faces at 64
+    assert recorder.shapes == [(1, 3, 96, 96), (4, 3, 96, 96), (4, 3, 64, 64)]
+    for person in people:  # regions at the native size give exactly native mode's children
+        mine = [(d.label, d.score, d.box) for d in adaptive.children_of(person.id)]
+        assert mine == [(d.label, d.score, d.box) for d in native.children_of(person.id)]
+    for face in faces:  # regions at 64 px still give children inside them
+        eyes = adaptive.children_of(face.id)
+        frame = crop_box_pixels(face.box, 400, 300)
+        assert eyes and all(frames_contain(frame, e.box) for e in eyes)
+        assert [e.box for e in eyes] != [e.box for e in native.children_of(face.id)]
+
+
+def _size(det) -> int:
+    x0, y0, x1, y1 = crop_box_pixels(det.box, 400, 300)
+    return region_input_size(x1 - x0, y1 - y0, 96, 16)
 
 
 def frames_contain(frame, box) -> bool:
@@ -125,9 +123,9 @@ def test_adaptive_on_onnxruntime_matches_torch_with_one_artefact_per_bucket(
     kw = dict(clip_model=None, cache_dir=str(tmp_path))
     torch_p = TreePredictor.from_pretrained(str(tiny_owlvit_dir), backend="torch", **kw)
     ort_p = TreePredictor.from_pretrained(str(tiny_owlvit_dir), backend="onnxruntime", **kw)
-    image = synthetic_scene(480, 640)
-    ref = torch_p.predict(image, torch_p.prepare(TREE), _config("adaptive"))
-    got = ort_p.predict(image, ort_p.prepare(TREE), _config("adaptive"))
+    image, tree = synthetic_scene(300, 400), "[a person [a face [an eye]]]"
+    ref = torch_p.predict(image, torch_p.prepare(tree), _config("adaptive"))
+    got = ort_p.predict(image, ort_p.prepare(tree), _config("adaptive"))
     assert len(ref.detections) == len(got.detections) > 0
     drift = match_detections(ref.detections, got.detections, max_px=1.0)
     assert drift.matched == drift.reference, drift.summary()

@@ -168,6 +168,26 @@ def test_mailbox_keeps_only_the_newest_frame_per_camera():
     assert got == [None]
 
 
+def test_mailbox_batch_takes_the_longest_waiting_cameras_first():
+    _import_rclpy()
+    from ros2_owl.ros.cameras import Camera, Mailbox
+    from ros2_owl.ros.diagnostics import CameraStats
+
+    cams = [Camera(i, f"cam{i}", f"c{i}", False, CameraStats(f"cam{i}")) for i in range(3)]
+    box = Mailbox()
+    box.put(cams[2], "c1", received=1.0)
+    box.put(cams[0], "a1", received=2.0)
+    box.put(cams[1], "b1", received=3.0)
+    box.put(cams[0], "a2", received=4.0)  # replaces a1: a camera is in a batch once
+    assert [p.msg for p in box.take_batch(2, 0)] == ["c1", "b1"]  # in arrival order
+    box.put(cams[2], "c2", received=5.0)
+    # the camera left out of the last batch goes first: nobody waits more than one batch
+    assert [p.msg for p in box.take_batch(2, 0)] == ["a2", "c2"]
+    assert box.take_batch(2, 0.01) == []
+    box.close()
+    assert box.take_batch(2, 0) == []
+
+
 def test_camera_stats_and_status_levels():
     _import_rclpy()
     from diagnostic_msgs.msg import DiagnosticStatus

@@ -94,6 +94,7 @@ class FixedSizeEncoder(nn.Module):
         self.encoder = encoder
         self.image_size = size
         self.output_names = encoder.output_names
+        encoder.box_bias_for(size)  # computed now, not while an exporter traces forward
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.encoder(pixel_values)

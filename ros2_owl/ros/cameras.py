@@ -152,6 +152,18 @@ class Mailbox:
             index = min(self._slots, key=lambda i: self._slots[i].received)
             return self._slots.pop(index)
 
+    def take_batch(self, limit: int, timeout: float | None = None) -> list[_Pending]:
+        """Up to `limit` pending frames, longest waiting first, one per camera (waits for the
+        first). A camera left out is among the newest, so it is first in line next time: no
+        camera waits more than one batch for the others."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._slots or self._closed, timeout):
+                return []
+            if self._closed:
+                return []
+            order = sorted(self._slots, key=lambda i: self._slots[i].received)[: max(1, limit)]
+            return [self._slots.pop(i) for i in order]
+
     def close(self) -> None:
         with self._cond:
             self._closed = True

@@ -289,25 +289,47 @@ class OwlNode(Node):
         self._mailbox.put(cam, msg, now)
 
     def _work(self) -> None:
-        """The inference thread: one frame at a time, always the newest of each camera."""
+        """The inference thread: the newest frame of every waiting camera, encoded together
+        (predict_batch), then decoded and published per camera in the order they arrived."""
         while not self._stop.is_set():
-            item = self._mailbox.take(timeout=0.5)
-            if item is None:
+            items = self._mailbox.take_batch(len(self.cameras), timeout=0.5)
+            if not items:
                 continue
             try:
-                self._process(item.camera, item.msg, item.received)
-            except Exception as exc:  # never let one frame kill the worker
-                item.camera.stats.frame_error(f"{type(exc).__name__}: {exc}")
-                self._warn_throttled(item.camera, f"inference failed: {type(exc).__name__}: {exc}")
+                self._process_batch(items)
+            except Exception as exc:  # never let one batch kill the worker
+                for item in items:
+                    item.camera.stats.frame_error(f"{type(exc).__name__}: {exc}")
+                    self._warn_throttled(
+                        item.camera, f"inference failed: {type(exc).__name__}: {exc}"
+                    )
 
-    def _process(self, cam: Camera, msg, received: float) -> None:
-        active = self._active  # one read: this frame uses this state to the end
-        try:
-            image = message_to_rgb(msg)
-        except ImageConversionError as exc:
-            cam.stats.frame_bad(str(exc))
-            self._warn_throttled(cam, f"dropped a bad frame: {exc}")
+    def _process_batch(self, items) -> None:
+        active = self._active  # one read: these frames use this state to the end
+        frames = []
+        for item in items:
+            try:
+                frames.append((item, message_to_rgb(item.msg)))
+            except ImageConversionError as exc:
+                item.camera.stats.frame_bad(str(exc))
+                self._warn_throttled(item.camera, f"dropped a bad frame: {exc}")
+        if not frames:
             return
+        t0 = time.monotonic()
+        try:
+            with self._encoder_lock:
+                results = self.predictor.predict_batch(
+                    [image for _, image in frames], [active.state] * len(frames), active.config
+                )
+        except ValueError:  # ImageError: one image is refused; run them one by one to say which
+            for item, image in frames:
+                self._process(item.camera, item.msg, item.received, image, active)
+            return
+        inference_ms = (time.monotonic() - t0) * 1000.0
+        for (item, image), result in zip(frames, results, strict=True):
+            self._publish(item.camera, item.msg, item.received, image, result, inference_ms)
+
+    def _process(self, cam: Camera, msg, received: float, image, active) -> None:
         t0 = time.monotonic()
         try:
             with self._encoder_lock:
@@ -316,7 +338,10 @@ class OwlNode(Node):
             cam.stats.frame_bad(str(exc))
             self._warn_throttled(cam, f"dropped a bad frame: {exc}")
             return
-        inference_ms = (time.monotonic() - t0) * 1000.0
+        self._publish(cam, msg, received, image, result, (time.monotonic() - t0) * 1000.0)
+
+    def _publish(self, cam: Camera, msg, received: float, image, result, inference_ms) -> None:
+        """One camera's outputs; its latency runs from its own frame's arrival."""
         header = msg.header
         pubs = cam.publishers
         pubs["detections"].publish(messages.detection_array(result, header))
