@@ -16,7 +16,13 @@ import torch
 
 from ..settings import BACKENDS
 from .auto import PRECISIONS, AutoChoice, check_precision
-from .base import BackendError, ImageEncoderBackend, TorchImageEncoder, parse_dtype
+from .base import (
+    BackendError,
+    ImageEncoderBackend,
+    TorchImageEncoder,
+    parse_dtype,
+    refuse_bfloat16,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -119,90 +125,63 @@ def _make_named(
     backend, module, *, model_id, device, dtype, cache_dir, max_batch, force, on_invalid, progress
 ) -> ImageEncoderBackend:
     """One named backend with a concrete dtype (float32/float16/bfloat16, or int8 for ORT)."""
-    if dtype == "int8":
-        return _make_int8(backend, module, model_id, device, cache_dir, max_batch, force, progress)
-    if backend == "torch":
+    if backend == "torch" and dtype != "int8":
         return TorchImageEncoder(module, device=device, dtype=dtype)
-    if backend not in BACKENDS:
+    if backend not in BACKENDS or backend == "auto":
         raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if backend == "auto":
-        raise BackendError("backend 'auto' is resolved by make_image_encoder, not here")
     if on_invalid not in ("rebuild", "error"):
         raise BackendError(f"on_invalid must be 'rebuild' or 'error', not {on_invalid!r}")
     if max_batch < 1:
         raise BackendError(f"max_batch must be >= 1, got {max_batch}")
     from .cache import ArtefactCache
+    from .export import ExportOptions
 
-    cache = ArtefactCache(cache_dir)
-    dt = parse_dtype(dtype)
+    options = ExportOptions(
+        model_id, ArtefactCache(cache_dir), max_batch, force, on_invalid, progress
+    )
     dev = torch.device(device)
+    if dtype == "int8":
+        return _make_int8(backend, module, options, dev)
+    dt = parse_dtype(dtype)
     if backend == "onnxruntime":
-        return _make_onnxruntime(
-            module, model_id, dev, dt, cache, max_batch, force, on_invalid, progress
-        )
+        return _make_onnxruntime(module, options, dev, dt)
     from .tensorrt_backend import make_tensorrt_encoder
 
-    if dt == torch.bfloat16:
-        raise BackendError(
-            "backend 'tensorrt' builds float16 or float32 engines; for bfloat16 use "
-            "backend='torch' with dtype='bfloat16'"
-        )
-    return make_tensorrt_encoder(
-        module,
-        model_id=model_id,
-        device=dev,
-        dtype=dt,
-        cache=cache,
-        max_batch=max_batch,
-        force=force,
-        on_invalid=on_invalid,
-        progress=progress,
-    )
+    return make_tensorrt_encoder(module, options, device=dev, dtype=dt)
 
 
-def _make_int8(backend, module, model_id, device, cache_dir, max_batch, force, progress):
+def _make_int8(backend, module, options, dev: torch.device):
     """ONNX Runtime int8 (dynamic quantisation) on CPU: the only int8 path."""
-    if backend != "onnxruntime" or torch.device(device).type != "cpu":
+    if backend != "onnxruntime" or dev.type != "cpu":
         raise BackendError(
             f"dtype int8 runs with backend 'onnxruntime' on cpu only, not {backend!r} on "
-            f"{device}; use float32 (or bfloat16 with backend 'torch')"
+            f"{dev}; use float32 (or bfloat16 with backend 'torch')"
         )
-    from .cache import ArtefactCache
     from .export import on_device
     from .onnxruntime_backend import OnnxRuntimeImageEncoder, import_onnxruntime
     from .quantize import quantized_cached
 
     import_onnxruntime()
     module = on_device(module, torch.device("cpu"), torch.float32)
-    entry = quantized_cached(
-        module,
-        model_id=model_id,
-        cache=ArtefactCache(cache_dir),
-        max_batch=max_batch,
-        force=force,
-        progress=progress,
-    )
+    entry = quantized_cached(module, options)
     return OnnxRuntimeImageEncoder(
         entry.path,
         device="cpu",
         output_names=module.output_names,
         image_size=module.image_size,
-        max_batch=max_batch,
+        max_batch=options.max_batch,
     )
 
 
-def _make_onnxruntime(module, model_id, dev, dt, cache, max_batch, force, on_invalid, progress):
+def _make_onnxruntime(module, options, dev: torch.device, dt: torch.dtype):
     """Export (or reuse) the verified ONNX graph, then open an ORT session on it."""
-    from .export import export_cached, on_device
+    from .export import on_device
     from .onnxruntime_backend import OnnxRuntimeImageEncoder, choose_providers, import_onnxruntime
 
     ort = import_onnxruntime()
     choose_providers(dev, ort.get_available_providers())  # clear error before a long export
     if dt == torch.bfloat16:
-        raise BackendError(
-            "backend 'onnxruntime' runs float32 (or float16 on CUDA); for bfloat16 use "
-            "backend='torch' with dtype='bfloat16'"
-        )
+        raise refuse_bfloat16("onnxruntime", "runs float32 (or float16 on CUDA)")
     if dt == torch.float16 and dev.type != "cuda":
         raise BackendError(
             "backend 'onnxruntime' runs float16 only on CUDA; on CPU use dtype='float32', or "
@@ -210,19 +189,11 @@ def _make_onnxruntime(module, model_id, dev, dt, cache, max_batch, force, on_inv
         )
     # The graph is traced in the dtype it will run in; fp16 is traced on the GPU.
     module = on_device(module, dev if dt == torch.float16 else torch.device("cpu"), dt)
-    entry = export_cached(
-        module,
-        model_id=model_id,
-        cache=cache,
-        max_batch=max_batch,
-        force=force,
-        on_invalid=on_invalid,
-        progress=progress,
-    )
+    entry = options.export(module)
     return OnnxRuntimeImageEncoder(
         entry.path,
         device=dev,
         output_names=module.output_names,
         image_size=module.image_size,
-        max_batch=max_batch,
+        max_batch=options.max_batch,
     )

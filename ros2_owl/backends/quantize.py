@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from .base import BackendError
-from .cache import ArtefactCache, CacheEntry, OnInvalid
-from .export import compare, export_cached, onnx_key, sample_input, torch_outputs
+from .cache import CacheEntry
+from .export import compare, onnx_key, sample_input, torch_outputs
 
 LOG = logging.getLogger(__name__)
 
@@ -62,30 +61,15 @@ def int8_check(path: Path, module: torch.nn.Module) -> dict[str, float]:
     return report.max_abs
 
 
-def quantized_cached(
-    module: torch.nn.Module,
-    *,
-    model_id: str,
-    cache: ArtefactCache,
-    max_batch: int = 8,
-    force: bool = False,
-    on_invalid: OnInvalid = "rebuild",
-    progress: Callable[[str], None] | None = None,
-) -> CacheEntry:
-    """Cached int8 graph of an fp32 CPU encoder (exports the fp32 graph first when needed)."""
+def quantized_cached(module: torch.nn.Module, options) -> CacheEntry:
+    """Cached int8 graph of an fp32 CPU encoder (exports the fp32 graph first when needed);
+    `options` is the backend's ExportOptions (model id, cache, batch profile, rebuild rule)."""
     import onnxruntime as ort
 
-    say = progress or (lambda msg: LOG.info("%s", msg))
-    fp32 = export_cached(
-        module,
-        model_id=model_id,
-        cache=cache,
-        max_batch=max_batch,
-        force=force,
-        on_invalid=on_invalid,
-        progress=progress,
-    )
-    base = onnx_key(module, model_id=model_id, max_batch=max_batch)
+    say = options.progress or (lambda msg: LOG.info("%s", msg))
+    fp32 = options.export(module)
+    cache = options.cache
+    base = onnx_key(module, model_id=options.model_id, max_batch=options.max_batch)
     key = dataclasses.replace(
         base,
         precision="int8",
@@ -93,9 +77,9 @@ def quantized_cached(
         extra=(("quantization", QUANT_SETTINGS),),
     )
     with cache.lock(key, "onnx"):
-        if force:
+        if options.force:
             cache.remove(cache.path_for(key, "onnx"))
-        entry = cache.load(key, "onnx", on_invalid=on_invalid)
+        entry = cache.load(key, "onnx", on_invalid=options.on_invalid)
         if entry is not None:
             say(f"cached int8 ONNX {entry.path}")
             return entry
