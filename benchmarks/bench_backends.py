@@ -288,7 +288,8 @@ def region_modes() -> tuple[str | None, ...]:
 
 def build_variants(owl_id: str, clip_id: str, args) -> dict[str, object]:
     """Our predictor (backend auto, fp32) plus encoders for every precision we compare."""
-    from ros2_owl.backends import TorchImageEncoder, make_image_encoder, on_device
+    from ros2_owl.backends import TorchImageEncoder, make_image_encoder
+    from ros2_owl.backends.export import on_device
     from ros2_owl.predictor import PredictorConfig, TreePredictor
 
     config = PredictorConfig(threshold=0.1, max_regions=args.regions)
