@@ -25,6 +25,8 @@ from dataclasses import dataclass, fields, make_dataclass, replace
 from numbers import Real
 from typing import Any
 
+from .prompt_parser import is_blank
+
 DEFAULT_MODEL = "google/owlvit-base-patch32"
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 DEFAULT_PROMPT = "[a person [a face, a hand] (standing, sitting)]"
@@ -56,7 +58,7 @@ def parse_label_threshold(item: str) -> tuple[str, float]:
     """'a person=0.3' -> ('a person', 0.3); the last '=' splits (ValueError with the item)."""
     label, sep, value = item.rpartition("=")
     label = label.strip()
-    if not sep or not label:
+    if not sep or is_blank(label):  # invisible characters only: no label anyone can write
         raise ValueError(f"label_thresholds item {item!r} is not 'label=value'")
     try:
         number = float(value)
@@ -80,7 +82,7 @@ def format_label_thresholds(thresholds: Mapping[str, float]) -> list[str]:
 
 
 def _check_prompt(value: str) -> str | None:
-    return None if value.strip() else "the prompt must not be empty"
+    return None if not is_blank(value) else "the prompt must not be empty"
 
 
 def _check_label_thresholds(value: tuple[str, ...]) -> str | None:
@@ -323,6 +325,28 @@ SETTINGS: tuple[Setting, ...] = (
         live=False,
         range=(0.05, 60.0),
     ),
+    # --- the live page (restart; `ros2-owl serve` has its own --port/--host/--max-viewers) ------
+    Setting(
+        "web_port",
+        0,
+        "Port of the live page (stream, tree, prompt box) served by the node; 0 = off.",
+        live=False,
+        range=(0, 65535),
+    ),
+    Setting(
+        "web_host",
+        "127.0.0.1",
+        "Address the live page binds; 0.0.0.0 makes it reachable from the network (then set "
+        "ROS2_OWL_WEB_TOKEN in the node's environment to require a token).",
+        live=False,
+    ),
+    Setting(
+        "web_camera",
+        "",
+        "Camera the live page shows: '' = the first, else its index, name or topic.",
+        live=False,
+    ),
+    Setting("web_max_viewers", 4, "Most pages open at once.", live=False, range=(1, 100)),
 )
 SCHEMA: dict[str, Setting] = {s.name: s for s in SETTINGS}
 

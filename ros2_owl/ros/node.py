@@ -35,6 +35,7 @@ from ros2_owl.ros.cameras import (
 )
 from ros2_owl.ros.convert import ImageConversionError, message_to_rgb, rgb_to_image_msg
 from ros2_owl.ros.diagnostics import CameraStats, build_diagnostics, camera_status, node_status
+from ros2_owl.ros.guard import CallbackGuard
 from ros2_owl.ros.params import declare_parameters, read_settings, validate_parameter
 from ros2_owl.settings import Settings, format_label_thresholds
 from ros2_owl.srv import RegisterQuery, SetPrompt
@@ -60,6 +61,16 @@ class Active:
     key: tuple  # (prompt, label_thresholds) the state was built from
 
 
+@dataclass(frozen=True)
+class PromptChange:
+    """The answer to one prompt change (service or page): refused ones say why and where."""
+
+    ok: bool
+    message: str
+    column: int | None = None
+    active: Active | None = None  # the state now in force when ok
+
+
 def _prompt_key(s: Settings) -> tuple:
     """What the encoded state depends on; the default threshold lives in PredictorConfig."""
     return (s.prompt, s.label_thresholds)
@@ -73,6 +84,7 @@ class OwlNode(Node):
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._mailbox = Mailbox()
+        self._guard = CallbackGuard(self.get_logger())  # no callback exception ends spin()
         try:
             self._setup(predictor)
         except BaseException:
@@ -101,6 +113,8 @@ class OwlNode(Node):
         except (PromptError, ValueError) as exc:
             raise StartupError(f"prompt parameter: {caret_message(s.prompt, exc)}") from exc
         self._pending: tuple[Settings, Active] | None = None
+        self._prompt_lock = threading.RLock()  # one prompt write at a time (service, page, params)
+        self._web = None
         # image encoders may not be re-entrant (one TensorRT execution context): the worker's
         # predict and a query registration on the executor thread take turns
         self._encoder_lock = threading.Lock()
@@ -108,14 +122,27 @@ class OwlNode(Node):
         self.cameras = [self._make_camera(i, t, prefixes[i]) for i, t in enumerate(s.image_topics)]
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._previous_stats: dict[int, Any] = {}
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.add_post_set_parameters_callback(self._after_set_parameters)
-        self.create_service(SetPrompt, "~/set_prompt", self._srv_set_prompt)
-        self.create_service(RegisterQuery, "~/register_query", self._srv_register_query)
-        self.create_timer(s.diagnostics_period, self._publish_diagnostics)
+        g = self._guard
+        self.add_on_set_parameters_callback(g.parameters(self._on_set_parameters))
+        self.add_post_set_parameters_callback(
+            g.call("parameter update", self._after_set_parameters)
+        )
+        self.create_service(
+            SetPrompt, "~/set_prompt", g.service("set_prompt", self._srv_set_prompt)
+        )
+        self.create_service(
+            RegisterQuery,
+            "~/register_query",
+            g.service("register_query", self._srv_register_query),
+        )
+        self.create_timer(s.diagnostics_period, g.call("diagnostics", self._publish_diagnostics))
         if s.no_frame_warning > 0:
-            self._no_frame_timer = self.create_timer(s.no_frame_warning, self._check_no_frames)
+            self._no_frame_timer = self.create_timer(
+                s.no_frame_warning, g.call("no-frame check", self._check_no_frames)
+            )
         self._publish_label_info()
+        if s.web_port:
+            self._start_web(s)
         self._worker = threading.Thread(target=self._work, name="owl_inference", daemon=True)
         self._worker.start()
         self.get_logger().info(
@@ -154,7 +181,8 @@ class OwlNode(Node):
         cam = Camera(index, topic, prefix, is_compressed_topic(topic), CameraStats(topic))
         msg_type = CompressedImage if cam.compressed else Image
         qos = input_qos(s.input_reliability, s.input_depth)
-        sub = self.create_subscription(msg_type, topic, lambda m, c=cam: self._on_frame(c, m), qos)
+        on_frame = self._guard.call(f"frame callback of {topic}", self._on_frame)
+        sub = self.create_subscription(msg_type, topic, lambda m, c=cam: on_frame(c, m), qos)
         cam.resolved_topic = sub.topic_name
         cam.stats.topic = sub.topic_name
         pubs = {
@@ -168,6 +196,17 @@ class OwlNode(Node):
             cam.publishers[name] = self.create_publisher(kind, output_topic(prefix, name), out_qos)
         return cam
 
+    def _start_web(self, s: Settings) -> None:
+        """The live page (opt-in web_port), fed by the selected camera (ros/web_bridge.py)."""
+        from ros2_owl.ros.web_bridge import start_web_bridge
+
+        try:
+            self._web = start_web_bridge(self, s)
+        except Exception as exc:  # a taken port, a bad host or camera: a start-up error
+            raise StartupError(f"web page: {exc}") from exc
+        cam = self._web.camera
+        self.get_logger().info(f"live page on {self._web.server.url} ({cam.resolved_topic})")
+
     # ----- prompt state ---------------------------------------------------------------------
     def _build(self, s: Settings, reuse: Active | None = None) -> Active:
         """A new Active for these settings; re-encodes the prompt only when its inputs changed."""
@@ -180,6 +219,10 @@ class OwlNode(Node):
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         """Validate, and build the new state now; a rejected change leaves everything as it was."""
+        with self._prompt_lock:
+            return self._check_parameters(params)
+
+    def _check_parameters(self, params: list[Parameter]) -> SetParametersResult:
         for p in params:
             reason = validate_parameter(p.name, p.value)
             if reason:
@@ -195,6 +238,10 @@ class OwlNode(Node):
         return SetParametersResult(successful=True)
 
     def _after_set_parameters(self, params: list[Parameter]) -> None:
+        with self._prompt_lock:
+            self._swap_pending()
+
+    def _swap_pending(self) -> None:
         if self._pending is None:
             return
         candidate, active = self._pending
@@ -207,44 +254,72 @@ class OwlNode(Node):
         if prompt_changed:
             self.get_logger().info(f"prompt now {candidate.prompt!r}")
 
-    def _srv_set_prompt(self, req: SetPrompt.Request, resp: SetPrompt.Response):
-        s = self._settings
-        overrides = {t.label: float(t.threshold) for t in req.thresholds}
-        label_thresholds = tuple(format_label_thresholds(overrides)) if req.thresholds else None
+    @property
+    def active(self) -> Active:
+        """The prompt state and per-frame config in force (one reference, swapped whole)."""
+        return self._active
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    def apply_prompt(self, prompt: str, overrides: dict[str, float] | None = None) -> PromptChange:
+        """Validate, build and swap a prompt (+ per-label thresholds), then set the `prompt` /
+        `label_thresholds` parameters: the one path of ~/set_prompt and the live page."""
+        label_thresholds = None if overrides is None else tuple(format_label_thresholds(overrides))
         bad = label_thresholds and validate_parameter("label_thresholds", label_thresholds)
         if bad:
-            resp.success, resp.message = False, bad
-            return resp
-        candidate = replace(
-            s,
-            prompt=req.prompt,
-            label_thresholds=s.label_thresholds if label_thresholds is None else label_thresholds,
-        )
-        reason = validate_parameter("prompt", candidate.prompt)
-        try:
-            if reason:
-                raise ValueError(reason)
-            active = self._build(candidate, reuse=self._active)
-        except (PromptError, ValueError) as exc:
-            resp.success = False
-            resp.message = caret_message(req.prompt, exc)
-            return resp
-        self._settings, self._active = candidate, active  # the swap frames see
-        changes = [Parameter("prompt", value=candidate.prompt)]
-        if label_thresholds is not None:
-            changes.append(
-                Parameter("label_thresholds", Parameter.Type.STRING_ARRAY, list(label_thresholds))
+            return PromptChange(False, bad)
+        with self._prompt_lock:  # the page's thread and the executor never interleave a change
+            s = self._settings
+            candidate = replace(
+                s,
+                prompt=prompt,
+                label_thresholds=s.label_thresholds
+                if label_thresholds is None
+                else label_thresholds,
             )
-        result = self.set_parameters_atomically(changes)  # same key: no second build
-        tree = active.state.tree
-        resp.success = True
-        resp.message = "ok" if result.successful else f"ok; parameter not updated: {result.reason}"
+            try:
+                reason = validate_parameter("prompt", candidate.prompt)
+                if reason:
+                    raise ValueError(reason)
+                active = self._build(candidate, reuse=self._active)
+            except (PromptError, ValueError) as exc:
+                column = getattr(exc, "column", None)
+                return PromptChange(False, caret_message(prompt, exc), column)
+            self._settings, self._active = candidate, active  # the swap frames see
+            changes = [Parameter("prompt", value=candidate.prompt)]
+            if label_thresholds is not None:
+                changes.append(
+                    Parameter(
+                        "label_thresholds", Parameter.Type.STRING_ARRAY, list(label_thresholds)
+                    )
+                )
+            result = self.set_parameters_atomically(changes)  # same key: no second build
+            self._publish_label_info()
+        message = "ok" if result.successful else f"ok; parameter not updated: {result.reason}"
+        return PromptChange(True, message, None, active)
+
+    def _srv_set_prompt(self, req: SetPrompt.Request, resp: SetPrompt.Response):
+        overrides = {t.label: float(t.threshold) for t in req.thresholds}
+        change = self.apply_prompt(req.prompt, overrides if req.thresholds else None)
+        resp.success, resp.message = change.ok, change.message
+        if not change.ok:
+            return resp
+        tree = change.active.state.tree
         resp.warnings = [f"column {w.column}: {w.message}" for w in tree.warnings]
+        unused = [k for k in overrides if k not in tree.label_texts[1:]]
+        if unused:
+            note = (
+                f"thresholds for labels that are not in the prompt: {unused!r:.200}; they are "
+                "kept in label_thresholds and apply when a prompt has those labels"
+            )
+            resp.message += f"; warning: {note}"
+            resp.warnings.append(note)
         resp.labels = list(tree.label_texts)
         resp.nodes = messages.tree_nodes(tree)
         resp.tree_json = tree.to_json()
-        self._publish_label_info()
-        self.get_logger().info(f"prompt set by service: {candidate.prompt!r}")
+        self.get_logger().info(f"prompt set by service: {req.prompt!r}")
         return resp
 
     def _srv_register_query(self, req: RegisterQuery.Request, resp: RegisterQuery.Response):
@@ -254,10 +329,8 @@ class OwlNode(Node):
                 raise ValueError("the query name must not be empty")
             image = message_to_rgb(req.image)
             h, w = image.shape[:2]
-            x0, y0, x1, y1 = messages.corners_from_bbox(req.bbox)
-            box = (
-                (0.0, 0.0, float(w), float(h)) if x1 - x0 <= 0 or y1 - y0 <= 0 else (x0, y0, x1, y1)
-            )
+            whole = req.bbox.size_x == 0 and req.bbox.size_y == 0  # "no box": the model's rule
+            box = None if whole else messages.corners_from_bbox(req.bbox)
             with self._encoder_lock:
                 self.predictor.register_query(name, image, box)
             if self._settings.queries_file:
@@ -298,6 +371,8 @@ class OwlNode(Node):
             try:
                 self._process_batch(items)
             except Exception as exc:  # never let one batch kill the worker
+                if self._stop.is_set() or not self.context.ok():
+                    return  # shutting down (Ctrl-C): the publishers are gone, nothing failed
                 for item in items:
                     item.camera.stats.frame_error(f"{type(exc).__name__}: {exc}")
                     self._warn_throttled(
@@ -354,6 +429,8 @@ class OwlNode(Node):
             annotated.publish(rgb_to_image_msg(draw_result(image, result), header))
         now = time.monotonic()
         cam.stats.frame_done((now - received) * 1000.0, inference_ms, now)
+        if self._web is not None:  # O(1): the page draws and sends on its own threads
+            self._web.frame_done(cam, image, result, received, inference_ms)
 
     def _warn_throttled(self, cam: Camera, text: str, period: float = 5.0) -> None:
         now = time.monotonic()
@@ -389,6 +466,8 @@ class OwlNode(Node):
                 backend_choice=self.predictor.backend_summary(),
                 device=s.device,
                 prompt=s.prompt,
+                callback_errors=self._guard.errors,
+                last_callback_error=self._guard.last_error or "none",
             )
         ]
         for cam in self.cameras:
@@ -400,6 +479,8 @@ class OwlNode(Node):
         self._diag_pub.publish(build_diagnostics(self.get_clock().now().to_msg(), statuses))
 
     def destroy_node(self) -> None:
+        if getattr(self, "_web", None) is not None:
+            self._web.stop()
         self._stop.set()
         self._mailbox.close()
         if self._worker is not None and self._worker.is_alive():
