@@ -71,6 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
     detect = sub.add_parser("detect", help="run a tree prompt on image files")
     detect.add_argument("images", nargs="+", help="image files (any format Pillow reads)")
     _add_model_args(detect, model_default=DEFAULT_MODEL)
+    detect.add_argument(
+        "--track",
+        action="store_true",
+        help="treat the images as consecutive frames of one camera and give track ids",
+    )
+    detect.add_argument(
+        "--track-max-missed",
+        type=int,
+        default=30,
+        metavar="N",
+        help="frames a lost track waits for its object (with --track)",
+    )
     detect.set_defaults(func=cmd_detect)
     demo = sub.add_parser("demo", help="detect on samples, with a random model when offline")
     demo.add_argument("images", nargs="*", help="images (default: the bundled samples)")
@@ -140,7 +152,8 @@ def format_result(name: str, result) -> str:
     def walk(parent: int, depth: int) -> None:
         for d in result.children_of(parent):
             box = ", ".join(f"{v:.1f}" for v in d.box)
-            lines.append(f"{'  ' * depth}#{d.id} {d.label} {d.score:.3f} [{box}]")
+            track = f" track {d.track_id}" if d.track_id else ""
+            lines.append(f"{'  ' * depth}#{d.id}{track} {d.label} {d.score:.3f} [{box}]")
             for c in d.classifications:
                 scores = ", ".join(f"{s.label} {s.score:.3f}" for s in c.scores)
                 lines.append(f"{'  ' * (depth + 1)}-> {scores}")
@@ -156,6 +169,7 @@ def _run(args, predictor, images: Sequence[str]) -> int:
     if args.queries:
         predictor.load_queries(args.queries)
     state = predictor.prepare(args.prompt, label_thresholds=dict(args.label_threshold))
+    tracker = _tracker(args)
     outputs = []
     for path in images:
         try:
@@ -164,6 +178,8 @@ def _run(args, predictor, images: Sequence[str]) -> int:
         except (ValueError, ImageError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
+        if tracker is not None:
+            result = tracker.update(result)
         if args.annotate:
             _annotate(args.annotate, path, image, result)
         if args.json:
@@ -173,6 +189,15 @@ def _run(args, predictor, images: Sequence[str]) -> int:
     if args.json:
         print(json.dumps(outputs, indent=2))
     return 0
+
+
+def _tracker(args):
+    """A CameraTracker when --track was given (the images are one camera's frames)."""
+    if not getattr(args, "track", False):
+        return None
+    from .tracking import CameraTracker, TrackingConfig
+
+    return CameraTracker(TrackingConfig(max_missed_frames=args.track_max_missed))
 
 
 def _annotate(directory: str, path: str, image: np.ndarray, result) -> None:
