@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_common import camera_scene  # noqa: E402
 
+from ros2_owl.demo.random_models import ensure_random_model  # noqa: E402
 from ros2_owl.depth import PinholeIntrinsics, boxes_3d  # noqa: E402
-from ros2_owl.models.random_init import ensure_random_model  # noqa: E402
 from ros2_owl.predictor import PredictorConfig, TreePredictor  # noqa: E402
 from ros2_owl.tracking import CameraTracker, TrackingConfig  # noqa: E402
 
