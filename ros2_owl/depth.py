@@ -177,14 +177,25 @@ def boxes_3d(
 ) -> list[Box3D | None]:
     """One Box3D (or None: too few valid depth pixels) per (x0, y0, x1, y1) colour-image box.
 
-    `intrinsics` are those of the colour image the boxes are in; a depth image of another
-    resolution (still registered to the colour camera) is sampled at the scaled positions.
+    `intrinsics` are those of the colour image the boxes are in; boxes are clipped to it first
+    (as the 2D messages are). A depth image of another resolution (still registered to the
+    colour camera) is sampled at the scaled positions.
     """
     config = config or DepthConfig()
     raw, scale = depth_in_metres(depth, encoding)
-    sx, sy = raw.shape[1] / intrinsics.width, raw.shape[0] / intrinsics.height
+    w, h = float(intrinsics.width), float(intrinsics.height)
+    sx, sy = raw.shape[1] / w, raw.shape[0] / h
     out: list[Box3D | None] = []
-    for box in boxes:
+    for x0, y0, x1, y1 in boxes:
+        box = (
+            min(max(x0, 0.0), w),
+            min(max(y0, 0.0), h),
+            min(max(x1, 0.0), w),
+            min(max(y1, 0.0), h),
+        )
+        if box[2] <= box[0] or box[3] <= box[1]:
+            out.append(None)
+            continue
         rows, cols = _central_window(box, float(config.central_fraction), sx, sy, raw.shape)
         out.append(_box_3d(raw[rows, cols], scale, box, intrinsics, config))
     return out

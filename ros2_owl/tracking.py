@@ -137,13 +137,15 @@ class CameraTracker:
         self._slots: dict[tuple[int, str], _Slot] = {}  # (parent track id, label) -> slot
         self._next_id: Iterator[int] = itertools.count(1)
         self._frame = 0
+        self._active = 0
         self._updated: set[tuple[int, str]] = set()
         self._smoothed: dict[int, tuple[int, dict[tuple[str, ...], np.ndarray]]] = {}
 
     @property
     def active_tracks(self) -> int:
-        """Confirmed tracks, root and nested, that are visible or still waiting."""
-        return sum(slot.tracker.alive_tracks() for slot in self._slots.values())
+        """Confirmed tracks, root and nested, visible or still waiting (as of the last frame;
+        a plain int, so other threads may read it while a frame is being tracked)."""
+        return self._active
 
     def update(self, result: TreeResult) -> TreeResult:
         """The same result with track ids (and smoothed classifications when configured)."""
@@ -163,6 +165,7 @@ class CameraTracker:
         for key in [k for k in self._slots if k not in self._updated and k[0] in present]:
             self._update_slot(key, [], [])  # a miss counts only where the parent is visible
         self._prune()
+        self._active = sum(slot.tracker.alive_tracks() for slot in self._slots.values())
         detections = tuple(self._with_track(d, track_of[d.id]) for d in result.detections)
         return replace(result, detections=detections)
 
@@ -254,4 +257,5 @@ class Tracking:
 
     @property
     def active_tracks(self) -> dict[str, int]:
-        return {name: cam.active_tracks for name, cam in self._cameras.items()}
+        """Active tracks per camera (safe to read from another thread)."""
+        return {name: cam.active_tracks for name, cam in list(self._cameras.items())}

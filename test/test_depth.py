@@ -147,3 +147,10 @@ def test_percentiles_match_numpy(n):
     values = np.random.default_rng(n).integers(0, 5000, n).astype(np.uint16)
     qs = (0.0, 10.0, 50.0, 90.0, 100.0)
     np.testing.assert_allclose(percentiles(values, qs), np.percentile(values, qs))
+
+
+def test_boxes_are_clipped_to_the_image_like_the_2d_message():
+    depth = np.full((480, 640), 2.0, dtype=np.float32)
+    (clipped,) = boxes_3d([(600.0, 400.0, 700.0, 520.0)], depth, "32FC1", CAMERA)
+    (inside,) = boxes_3d([(600.0, 400.0, 640.0, 480.0)], depth, "32FC1", CAMERA)
+    assert clipped == inside
