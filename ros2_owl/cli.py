@@ -1,6 +1,8 @@
-"""`ros2-owl` command: detect on image files, an offline-safe demo, and engine building.
+"""`ros2-owl` command: detect on image files and recordings, an offline-safe demo, engines.
 
 ros2-owl detect samples/astronaut.jpg --prompt "[a person [a face]]" --json
+ros2-owl bag recording/ --topic /camera/image_raw --prompt "[a person]" --out results/
+ros2-owl video clip.mp4 --prompt "[a person]" --out annotated.mp4 --jsonl results.jsonl
 ros2-owl demo                        # real weights when available, else random (says so)
 ros2-owl build-engine --backend onnxruntime
 """
@@ -60,6 +62,9 @@ def _add_model_args(p: argparse.ArgumentParser, *, model_default: str | None) ->
     p.add_argument("--max-detections", type=int, default=100)
     p.add_argument("--max-regions", type=int, default=8, help="regions per nested level")
     p.add_argument("--queries", help="load reference queries ($name labels) from this file")
+
+
+def _add_image_output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.add_argument("--annotate", metavar="DIR", help="write annotated images into DIR")
 
@@ -71,10 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     detect = sub.add_parser("detect", help="run a tree prompt on image files")
     detect.add_argument("images", nargs="+", help="image files (any format Pillow reads)")
     _add_model_args(detect, model_default=DEFAULT_MODEL)
+    _add_image_output_args(detect)
     detect.set_defaults(func=cmd_detect)
     demo = sub.add_parser("demo", help="detect on samples, with a random model when offline")
     demo.add_argument("images", nargs="*", help="images (default: the bundled samples)")
     _add_model_args(demo, model_default=DEFAULT_MODEL)
+    _add_image_output_args(demo)
     demo.add_argument(
         "--full-size",
         action="store_true",
@@ -87,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     engine = sub.add_parser("build-engine", help="export ONNX / build TensorRT engines")
     build_engine.add_arguments(engine)
     engine.set_defaults(func=build_engine.run)
+    from . import cli_recordings  # bag and video subcommands
+
+    cli_recordings.add_subcommands(sub)
     return parser
 
 
