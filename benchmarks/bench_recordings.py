@@ -129,7 +129,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from ros2_owl.models.random_init import ensure_random_model
+    from ros2_owl.demo.random_models import ensure_random_model
 
     print(f"CPU: {cpu_model()}, {torch.get_num_threads()} torch threads; prompt {PROMPT}")
     measure(

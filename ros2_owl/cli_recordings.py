@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from . import cli
+from .settings import SCHEMA
 from .recordings import (
     Progress,
     RecordingError,
@@ -23,7 +24,7 @@ __all__ = ["add_subcommands", "cmd_bag", "cmd_video"]
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
-    cli._add_model_args(p, model_default=cli.DEFAULT_MODEL)
+    cli._add_model_args(p)
     p.add_argument("--start", type=float, help="first second to process (from the start)")
     p.add_argument("--end", type=float, help="stop at this second (from the start)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -42,9 +43,8 @@ def add_subcommands(sub) -> None:
     bag.add_argument(
         "--annotated-image", action="store_true", help="also write <camera>/annotated_image"
     )
-    bag.add_argument(
-        "--camera-name", action="append", default=[], help="output namespace per --topic"
-    )
+    cameras = SCHEMA["camera_names"]  # the node's setting; here one --camera-name per --topic
+    bag.add_argument("--camera-name", action="append", default=[], help=cameras.description)
     bag.add_argument("--namespace", default="/", help="node namespace the outputs live in")
     bag.add_argument("--storage", choices=("sqlite3", "mcap"), help="default: the input's")
     bag.add_argument("--jsonl", help="also write one JSON line per processed frame here")
@@ -66,10 +66,11 @@ def _prepare(args):
     """The loaded predictor and the prompt state (after every cheap check has passed)."""
     if not args.prompt:
         raise RecordingError("--prompt is required")
-    predictor = cli._load(args, args.model, args.clip_model)
-    if args.queries:
-        predictor.load_queries(args.queries)
-    state = predictor.prepare(args.prompt, label_thresholds=dict(args.label_threshold))
+    settings = cli._settings(args)
+    predictor = cli._load(args, settings.model, settings.clip_model)
+    if settings.queries_file:
+        predictor.load_queries(settings.queries_file)
+    state = predictor.prepare(args.prompt, label_thresholds=settings.label_threshold_map())
     return predictor, state
 
 
@@ -105,7 +106,7 @@ def cmd_bag(args) -> int:
             storage=args.storage,
             jsonl=jsonl,
         )
-        writer = BagOutput(out, source, options, threshold=args.threshold)
+        writer = BagOutput(out, source, options, threshold=cli._settings(args).threshold)
         try:
             run_frames(
                 source.frames(part, types, report),

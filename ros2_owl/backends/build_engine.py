@@ -18,9 +18,7 @@ from collections.abc import Callable, Sequence
 
 from ros2_owl.backends import resolve_dtype
 from ros2_owl.backends.cache import ArtefactCache, CacheError, default_cache_dir
-
-DEFAULT_MODEL = "google/owlvit-base-patch32"
-DEFAULT_CLIP = "openai/clip-vit-base-patch32"
+from ros2_owl.settings import DEFAULT_CLIP, DEFAULT_MODEL
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
