@@ -87,9 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     engine = sub.add_parser("build-engine", help="export ONNX / build TensorRT engines")
     build_engine.add_arguments(engine)
     engine.set_defaults(func=build_engine.run)
-    from . import cli_recordings  # bag and video subcommands
+    from . import cli_recordings  # bag and video subcommands, with detect's options
 
-    cli_recordings.add_subcommands(sub)
+    cli_recordings.add_subcommands(
+        sub, cli_recordings.PredictorOptions(_add_model_args, _settings, _load)
+    )
     return parser
 
 

@@ -1,16 +1,18 @@
 """`ros2-owl bag` and `ros2-owl video`: the tree prompt over recordings (registered by cli.py).
 
-The model, backend, threshold, label-threshold and NMS options are `detect`'s own
-(cli._add_model_args); the predictor is loaded the same way (cli._load).
+The model, backend, threshold, label-threshold and NMS options are `detect`'s own and the
+predictor is loaded the same way: cli.py hands its option adder and loader over as
+PredictorOptions (it imports this module, so this module does not import it back).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-from . import cli
-from .settings import SCHEMA
 from .recordings import (
     Progress,
     RecordingError,
@@ -19,19 +21,30 @@ from .recordings import (
     check_output,
     run_frames,
 )
+from .settings import SCHEMA
 
-__all__ = ["add_subcommands", "cmd_bag", "cmd_video"]
+__all__ = ["PredictorOptions", "add_subcommands", "cmd_bag", "cmd_video"]
 
 
-def _add_run_args(p: argparse.ArgumentParser) -> None:
-    cli._add_model_args(p)
+@dataclass(frozen=True)
+class PredictorOptions:
+    """`detect`'s predictor options and loader, from cli.py."""
+
+    add: Callable[[argparse.ArgumentParser], None]  # adds --prompt, --model, --threshold, ...
+    settings: Callable[[argparse.Namespace], Any]  # the Settings those options give
+    load: Callable[[argparse.Namespace, str, str], Any]  # (args, model, clip) -> TreePredictor
+
+
+def _add_run_args(p: argparse.ArgumentParser, options: PredictorOptions) -> None:
+    options.add(p)
+    p.set_defaults(predictor_options=options)
     p.add_argument("--start", type=float, help="first second to process (from the start)")
     p.add_argument("--end", type=float, help="stop at this second (from the start)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def add_subcommands(sub) -> None:
+def add_subcommands(sub, options: PredictorOptions) -> None:
     """Add `bag` and `video` to the `ros2-owl` subcommands."""
     bag = sub.add_parser("bag", help="run a tree prompt over a rosbag2 recording (sqlite3/mcap)")
     bag.add_argument("input", help="rosbag2 folder (or one .db3 / .mcap file)")
@@ -48,7 +61,7 @@ def add_subcommands(sub) -> None:
     bag.add_argument("--namespace", default="/", help="node namespace the outputs live in")
     bag.add_argument("--storage", choices=("sqlite3", "mcap"), help="default: the input's")
     bag.add_argument("--jsonl", help="also write one JSON line per processed frame here")
-    _add_run_args(bag)
+    _add_run_args(bag, options)
     bag.set_defaults(func=cmd_bag)
 
     video = sub.add_parser("video", help="run a tree prompt over a video file")
@@ -58,7 +71,7 @@ def add_subcommands(sub) -> None:
     pick = video.add_mutually_exclusive_group()
     pick.add_argument("--every", type=int, default=1, help="process every Nth frame")
     pick.add_argument("--fps", type=float, help="process at most F frames per second")
-    _add_run_args(video)
+    _add_run_args(video, options)
     video.set_defaults(func=cmd_video)
 
 
@@ -66,8 +79,8 @@ def _prepare(args):
     """The loaded predictor and the prompt state (after every cheap check has passed)."""
     if not args.prompt:
         raise RecordingError("--prompt is required")
-    settings = cli._settings(args)
-    predictor = cli._load(args, settings.model, settings.clip_model)
+    settings = args.predictor_options.settings(args)
+    predictor = args.predictor_options.load(args, settings.model, settings.clip_model)
     if settings.queries_file:
         predictor.load_queries(settings.queries_file)
     state = predictor.prepare(args.prompt, label_thresholds=settings.label_threshold_map())
@@ -87,6 +100,7 @@ def cmd_bag(args) -> int:
     from .bag_messages import bag_messages
     from .draw import draw_result
     from .recordings_bag import BagOutput, BagWriterOptions, open_input
+    from .ros.convert import message_to_rgb  # imports no ROS: sensor_msgs pixel layouts
 
     part = Slice(args.start, args.end)
     source = open_input(args.input, args.topic, args.camera_name)
@@ -106,10 +120,12 @@ def cmd_bag(args) -> int:
             storage=args.storage,
             jsonl=jsonl,
         )
-        writer = BagOutput(out, source, options, threshold=cli._settings(args).threshold)
+        writer = BagOutput(
+            out, source, options, threshold=args.predictor_options.settings(args).threshold
+        )
         try:
             run_frames(
-                source.frames(part, types, report),
+                source.frames(part, types, report, message_to_rgb),
                 lambda image: predictor.predict(image, state),
                 lambda frame, result: writer.write(frame, result, draw_result),
                 report,

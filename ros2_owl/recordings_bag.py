@@ -113,11 +113,10 @@ class BagInput:
         except Exception:  # a truncated bag: frames() reports where it stops
             return sum(c.msgcount for c in self.connections)
 
-    def frames(self, part: Slice, types: BagMessages, report: RunReport) -> Iterator:
-        """BagFrames in receive-time order (image None when it cannot be decoded, counted in
-        report.skipped); stops at the first unreadable part (report.stopped says where)."""
-        from .ros.convert import ImageConversionError, message_to_rgb
-
+    def frames(self, part: Slice, types: BagMessages, report: RunReport, decode) -> Iterator:
+        """BagFrames in receive-time order (image None when `decode` (message -> HxWx3 RGB)
+        raises ValueError: counted in report.skipped); stops at the first unreadable part
+        (report.stopped says where)."""
         start, stop = self._bounds(part)
         by_conn = {c.connection.id: c for c in self.cameras}
         begin, index, last = self.reader.start_time, 0, None
@@ -138,8 +137,8 @@ class BagInput:
             msg = image = None
             try:
                 msg = types.deserialize(raw, conn.msgtype)
-                image = message_to_rgb(msg)
-            except (ImageConversionError, ValueError, AssertionError) as error:
+                image = decode(msg)
+            except (ValueError, AssertionError) as error:
                 report.skipped[f"{conn.topic}: {str(error).splitlines()[0]}"] += 1
             t = (timestamp - begin) / 1e9
             header = getattr(msg, "header", None)
