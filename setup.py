@@ -18,6 +18,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["ros2_owl", "ros2_owl.*"]),
+    # the live page's HTML/JS/CSS ship inside the package (no build step, no CDN)
+    package_data={"ros2_owl.web": ["static/*.html", "static/*.js", "static/*.css"]},
     install_requires=[
         "numpy>=1.24",
         "pillow>=9",
@@ -29,10 +31,12 @@ setup(
     extras_require={
         "onnx": ["onnx", "onnxruntime", "onnxscript"],
         "owlv2": ["scipy"],
+        # `ros2-owl serve` and the node's web_port: the page's server, camera/video input
+        "web": ["aiohttp", "av"],
         # ros2-owl bag / video
         "recordings": ["rosbags>=0.11", "mcap>=1.2", "av>=14"],
         # colcon with new setuptools ignores tests_require: declare test deps as an extra.
-        "test": ["pytest", "hypothesis", "ruff"],
+        "test": ["pytest", "hypothesis", "ruff", "playwright"],
     },
     # the message definitions `ros2-owl bag` writes with, for machines without ROS
     # (ros2_owl/bag_messages.py looks for them under <prefix>/share/ros2_owl/interfaces)
