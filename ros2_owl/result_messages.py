@@ -16,6 +16,7 @@ __all__ = [
     "bbox_from_corners",
     "clip_box",
     "detection_array",
+    "detection_id",
     "image_classification",
     "label_info",
     "rgb_image",
@@ -61,8 +62,16 @@ def bbox_from_corners(make: MessageFactory, box, image_size=None):
     return fill_bbox(make.new("vision_msgs/msg/BoundingBox2D"), box, image_size)
 
 
-def detection_array(make: MessageFactory, result, header):
-    """One Detection2D per box: class_id = label text, real score, id = instance id.
+def detection_id(det, tracking: bool) -> str:
+    """Detection2D/3D.id: the track id when tracking is on ('' before the track is confirmed),
+    else the per-frame instance id the tree message uses for parent ids."""
+    if tracking:
+        return str(det.track_id) if det.track_id else ""
+    return str(det.id)
+
+
+def detection_array(make: MessageFactory, result, header, tracking: bool = False):
+    """One Detection2D per box: class_id = label text, real score, id = detection_id().
 
     Messages are filled in place: rosidl constructors build every nested default (a
     PoseWithCovariance with its 36-double array per hypothesis), so this halves the cost.
@@ -78,7 +87,7 @@ def detection_array(make: MessageFactory, result, header):
         hyp.hypothesis.score = float(det.score)
         msg.results.append(hyp)
         fill_bbox(msg.bbox, det.box, result.image_size)
-        msg.id = str(det.id)
+        msg.id = detection_id(det, tracking)
         append(msg)
     return out
 
@@ -101,6 +110,7 @@ def tree_array(make: MessageFactory, result, header):
     for det in result.detections:
         msg = make.new("ros2_owl/msg/TreeDetection")
         msg.id, msg.parent_id, msg.label_index = det.id, det.parent_id, det.label_index
+        msg.track_id = det.track_id
         msg.class_id, msg.score = det.label, float(det.score)
         fill_bbox(msg.bbox, det.box, result.image_size)
         for cls in det.classifications:

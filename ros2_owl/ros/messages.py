@@ -15,6 +15,7 @@ __all__ = [
     "bbox_from_corners",
     "corners_from_bbox",
     "detection_array",
+    "detection_id",
     "image_classification",
     "label_info",
     "rgb_to_image_msg",
@@ -58,8 +59,11 @@ def corners_from_bbox(bbox) -> tuple[float, float, float, float]:
     return (cx - bbox.size_x / 2, cy - bbox.size_y / 2, cx + bbox.size_x / 2, cy + bbox.size_y / 2)
 
 
-def detection_array(result, header):
-    return result_messages.detection_array(RCLPY, result, header)
+detection_id = result_messages.detection_id
+
+
+def detection_array(result, header, tracking: bool = False):
+    return result_messages.detection_array(RCLPY, result, header, tracking)
 
 
 def tree_array(result, header):
