@@ -14,6 +14,12 @@ from rclpy.qos import (
     ReliabilityPolicy,
 )
 
+from ros2_owl.camera_topics import (  # noqa: F401  (re-exported: the node imports them here)
+    OUTPUTS,
+    is_compressed_topic,
+    output_prefixes,
+    output_topic,
+)
 from ros2_owl.ros.diagnostics import CameraStats
 
 __all__ = [
@@ -25,46 +31,6 @@ __all__ = [
     "output_prefixes",
     "output_topic",
 ]
-
-OUTPUTS = ("detections", "tree", "classification", "label_info", "annotated_image")
-
-
-def is_compressed_topic(topic: str) -> bool:
-    """image_transport's naming: `<base>/compressed` carries sensor_msgs/CompressedImage."""
-    return topic.rstrip("/").endswith("/compressed") or topic.rstrip("/") == "compressed"
-
-
-def output_prefixes(topics: tuple[str, ...], names: tuple[str, ...]) -> list[str]:
-    """Where each camera's outputs go (relative to the node namespace unless absolute).
-
-    camera_names win; one camera publishes directly in the node namespace; several cameras
-    publish in the namespace of their input topic ('front/image_raw' -> 'front/detections').
-    """
-    if names:
-        if len(names) != len(topics):
-            raise ValueError(
-                f"camera_names has {len(names)} entries but image_topics has {len(topics)}"
-            )
-        prefixes = [n.strip("/") if not n.startswith("/") else n.rstrip("/") for n in names]
-    elif len(topics) == 1:
-        return [""]
-    else:
-        prefixes = []
-        for topic in topics:
-            base = topic.rstrip("/")
-            if is_compressed_topic(base):
-                base = base[: -len("compressed")].rstrip("/")
-            prefixes.append(base.rpartition("/")[0])
-    if len(set(prefixes)) != len(prefixes) or (len(prefixes) > 1 and "" in prefixes):
-        raise ValueError(
-            f"image topics {list(topics)} give output namespaces {prefixes}, which are not "
-            "distinct: set the camera_names parameter (one output namespace per topic)"
-        )
-    return prefixes
-
-
-def output_topic(prefix: str, name: str) -> str:
-    return f"{prefix}/{name}" if prefix else name
 
 
 def input_qos(reliability: str, depth: int) -> QoSProfile:
