@@ -1,6 +1,8 @@
-"""`ros2-owl` command: detect on image files, an offline-safe demo, and engine building.
+"""`ros2-owl` command: detect on image files and recordings, an offline-safe demo, engines.
 
 ros2-owl detect samples/astronaut.jpg --prompt "[a person [a face]]" --json
+ros2-owl bag recording/ --topic /camera/image_raw --prompt "[a person]" --out results/
+ros2-owl video clip.mp4 --prompt "[a person]" --out annotated.mp4 --jsonl results.jsonl
 ros2-owl demo                        # real weights when available, else random (says so)
 ros2-owl build-engine --backend onnxruntime
 ros2-owl serve --video clip.mp4      # the live page on http://127.0.0.1:7860/
@@ -16,6 +18,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +51,11 @@ def add_setting_options(parser: argparse.ArgumentParser) -> None:
         if not setting.flag:
             continue
         kwargs = dict(dest=setting.name, type=_value_type(setting), help=setting.description)
+        if setting.type is bool:  # a switch that turns the setting on
+            parser.add_argument(
+                setting.flag, dest=setting.name, action="store_true", help=setting.description
+            )
+            continue
         if setting.type is tuple:  # repeatable
             kwargs.update(action="append", default=[], metavar=setting.name.upper())
         else:
@@ -60,7 +68,7 @@ def _add_model_args(p: argparse.ArgumentParser, outputs: bool = True) -> None:
     add_setting_options(p)
     p.add_argument("--no-clip", action="store_true", help="no CLIP (= --clip-model '')")
     p.add_argument("--no-nms", action="store_true", help="turn NMS off (= --nms-iou 0)")
-    if not outputs:  # serve shows results in its page, not as files or JSON
+    if not outputs:  # serve shows results in its page; bag and video write their own files
         return
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.add_argument("--annotate", metavar="DIR", help="write annotated images into DIR")
@@ -97,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     engine = sub.add_parser("build-engine", help="export ONNX / build TensorRT engines")
     build_engine.add_arguments(engine)
     engine.set_defaults(func=build_engine.run)
+    from . import cli_recordings  # bag and video subcommands, with detect's options
+
+    options = partial(_add_model_args, outputs=False)
+    cli_recordings.add_subcommands(sub, cli_recordings.PredictorOptions(options, _settings, _load))
     return parser
 
 
@@ -141,6 +153,7 @@ def _load(args, model: str, clip: str | None):
         backend=settings.backend,
         config=settings.predictor_config(),
         cache_dir=settings.cache_dir or None,
+        precision=settings.precision,
     )
 
 
@@ -157,7 +170,8 @@ def format_result(name: str, result) -> str:
     def walk(parent: int, depth: int) -> None:
         for d in result.children_of(parent):
             box = ", ".join(f"{v:.1f}" for v in d.box)
-            lines.append(f"{'  ' * depth}#{d.id} {d.label} {d.score:.3f} [{box}]")
+            track = f" track {d.track_id}" if d.track_id else ""
+            lines.append(f"{'  ' * depth}#{d.id}{track} {d.label} {d.score:.3f} [{box}]")
             for c in d.classifications:
                 scores = ", ".join(f"{s.label} {s.score:.3f}" for s in c.scores)
                 lines.append(f"{'  ' * (depth + 1)}-> {scores}")
@@ -174,6 +188,7 @@ def _run(args, predictor, images: Sequence[str]) -> int:
     if settings.queries_file:
         predictor.load_queries(settings.queries_file)
     state = predictor.prepare(args.prompt, label_thresholds=settings.label_threshold_map())
+    tracker = _tracker(settings)
     outputs = []
     if args.annotate:
         _writable_dir(args.annotate)  # before any inference, not after the first image
@@ -184,6 +199,8 @@ def _run(args, predictor, images: Sequence[str]) -> int:
         except (ValueError, ImageError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
+        if tracker is not None:
+            result = tracker.update(result)
         if args.annotate:
             _annotate(args.annotate, path, image, result)
         if args.json:
@@ -193,6 +210,20 @@ def _run(args, predictor, images: Sequence[str]) -> int:
     if args.json:
         print(json.dumps(outputs, indent=2))
     return 0
+
+
+def _tracker(settings):
+    """A CameraTracker when --track was given: the images are one camera's frames, in order."""
+    if not settings.tracking:
+        return None
+    from .tracking import CameraTracker, TrackingConfig
+
+    return CameraTracker(
+        TrackingConfig(
+            max_missed_frames=settings.track_max_missed_frames,
+            classification_smoothing=settings.classification_smoothing,
+        )
+    )
 
 
 def _writable_dir(directory: str) -> None:

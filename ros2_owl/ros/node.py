@@ -38,8 +38,10 @@ from ros2_owl.ros.convert import ImageConversionError, message_to_rgb, rgb_to_im
 from ros2_owl.ros.diagnostics import CameraStats, build_diagnostics, camera_status, node_status
 from ros2_owl.ros.guard import CallbackGuard
 from ros2_owl.ros.params import declare_parameters, read_settings, validate_parameter
+from ros2_owl.ros.spatial import DepthInput, detection_3d_array, subscribe_depth
 from ros2_owl.settings import Settings, format_label_thresholds
 from ros2_owl.srv import RegisterQuery, SetPrompt
+from ros2_owl.tracking import Tracking, TrackingConfig
 
 __all__ = ["OwlNode", "StartupError", "main"]
 
@@ -120,6 +122,8 @@ class OwlNode(Node):
         # predict and a query registration on the executor thread take turns
         self._encoder_lock = threading.Lock()
         self._warn_times: dict[str, float] = {}
+        self._tracking = self._make_tracking(s)
+        self._depth: dict[int, DepthInput] = {}  # camera index -> its depth input (3D on)
         self.cameras = [self._make_camera(i, t, prefixes[i]) for i, t in enumerate(s.image_topics)]
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._previous_stats: dict[int, Any] = {}
@@ -147,7 +151,8 @@ class OwlNode(Node):
         self._worker = threading.Thread(target=self._work, name="owl_inference", daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f"ready: model {s.model} ({s.backend}/{s.device}), prompt {s.prompt!r}, inputs "
+            f"ready: model {s.model} ({self.predictor.backend_summary()} on {s.device}), prompt "
+            f"{s.prompt!r}, inputs "
             + ", ".join(f"{c.resolved_topic} -> {c.prefix or '.'}/" for c in self.cameras)
         )
 
@@ -162,6 +167,7 @@ class OwlNode(Node):
                 backend=s.backend,
                 config=s.predictor_config(),
                 cache_dir=s.cache_dir or None,
+                precision=s.precision,
             )
         except Exception as exc:  # ModelLoadError, BackendError, torch errors: all fatal here
             raise StartupError(f"could not load the models: {exc}") from exc
@@ -193,7 +199,32 @@ class OwlNode(Node):
         }
         for name, (kind, out_qos) in pubs.items():
             cam.publishers[name] = self.create_publisher(kind, output_topic(prefix, name), out_qos)
+        if s.depth_topics:
+            self._make_depth_input(cam, qos)
         return cam
+
+    def _make_tracking(self, s: Settings) -> Tracking | None:
+        """Track ids per camera when `tracking` is on (imports the tracker library here)."""
+        if not s.tracking:
+            return None
+        config = TrackingConfig(
+            max_missed_frames=s.track_max_missed_frames,
+            classification_smoothing=s.classification_smoothing,
+        )
+        try:
+            return Tracking(config)
+        except ImportError as exc:
+            raise StartupError(
+                f"tracking: true needs supervision ({exc}); pip install 'supervision>=0.30,<0.31'"
+            ) from exc
+
+    def _make_depth_input(self, cam: Camera, qos: QoSProfile) -> None:
+        """Depth + CameraInfo subscriptions of one camera and its detections_3d publisher."""
+        s = self._settings
+        info = s.camera_info_topics[cam.index] if s.camera_info_topics else None
+        self._depth[cam.index] = subscribe_depth(
+            self, cam, s.depth_topics[cam.index], info, s.depth_tolerance, qos, _OUT_QOS
+        )
 
     def _start_web(self, s: Settings) -> None:
         """The live page (opt-in web_port), fed by the selected camera (ros/web_bridge.py)."""
@@ -361,27 +392,49 @@ class OwlNode(Node):
         self._mailbox.put(cam, msg, now)
 
     def _work(self) -> None:
-        """The inference thread: one frame at a time, always the newest of each camera."""
+        """The inference thread: the newest frame of every waiting camera, encoded together
+        (predict_batch), then decoded and published per camera in the order they arrived."""
         while not self._stop.is_set():
-            item = self._mailbox.take(timeout=0.5)
-            if item is None:
+            items = self._mailbox.take_batch(len(self.cameras), timeout=0.5)
+            if not items:
                 continue
             try:
-                self._process(item.camera, item.msg, item.received)
-            except Exception as exc:  # never let one frame kill the worker
+                self._process_batch(items)
+            except Exception as exc:  # never let one batch kill the worker
                 if self._stop.is_set() or not self.context.ok():
                     return  # shutting down (Ctrl-C): the publishers are gone, nothing failed
-                item.camera.stats.frame_error(f"{type(exc).__name__}: {exc}")
-                self._warn_throttled(item.camera, f"inference failed: {type(exc).__name__}: {exc}")
+                for item in items:
+                    item.camera.stats.frame_error(f"{type(exc).__name__}: {exc}")
+                    self._warn_throttled(
+                        item.camera, f"inference failed: {type(exc).__name__}: {exc}"
+                    )
 
-    def _process(self, cam: Camera, msg, received: float) -> None:
-        active = self._active  # one read: this frame uses this state to the end
-        try:
-            image = message_to_rgb(msg)
-        except ImageConversionError as exc:
-            cam.stats.frame_bad(str(exc))
-            self._warn_throttled(cam, f"dropped a bad frame: {exc}")
+    def _process_batch(self, items) -> None:
+        active = self._active  # one read: these frames use this state to the end
+        frames = []
+        for item in items:
+            try:
+                frames.append((item, message_to_rgb(item.msg)))
+            except ImageConversionError as exc:
+                item.camera.stats.frame_bad(str(exc))
+                self._warn_throttled(item.camera, f"dropped a bad frame: {exc}")
+        if not frames:
             return
+        t0 = time.monotonic()
+        try:
+            with self._encoder_lock:
+                results = self.predictor.predict_batch(
+                    [image for _, image in frames], [active.state] * len(frames), active.config
+                )
+        except ValueError:  # ImageError: one image is refused; run them one by one to say which
+            for item, image in frames:
+                self._process(item.camera, item.msg, item.received, image, active)
+            return
+        inference_ms = (time.monotonic() - t0) * 1000.0
+        for (item, image), result in zip(frames, results, strict=True):
+            self._publish(item.camera, item.msg, item.received, image, result, inference_ms)
+
+    def _process(self, cam: Camera, msg, received: float, image, active) -> None:
         t0 = time.monotonic()
         try:
             with self._encoder_lock:
@@ -390,10 +443,18 @@ class OwlNode(Node):
             cam.stats.frame_bad(str(exc))
             self._warn_throttled(cam, f"dropped a bad frame: {exc}")
             return
-        inference_ms = (time.monotonic() - t0) * 1000.0
+        self._publish(cam, msg, received, image, result, (time.monotonic() - t0) * 1000.0)
+
+    def _publish(self, cam: Camera, msg, received: float, image, result, inference_ms) -> None:
+        """One camera's outputs; its latency runs from its own frame's arrival."""
         header = msg.header
         pubs = cam.publishers
-        pubs["detections"].publish(messages.detection_array(result, header))
+        tracking = self._tracking is not None
+        if tracking:
+            result = self._tracking.update(cam.resolved_topic, result)
+        pubs["detections"].publish(messages.detection_array(result, header, tracking))
+        if cam.index in self._depth:
+            self._publish_3d(cam, result, header)
         pubs["tree"].publish(messages.tree_array(result, header))
         classification = messages.image_classification(result, header)
         if classification is not None:
@@ -405,6 +466,23 @@ class OwlNode(Node):
         cam.stats.frame_done((now - received) * 1000.0, inference_ms, now)
         if self._web is not None:  # O(1): the page draws and sends on its own threads
             self._web.frame_done(cam, image, result, received, inference_ms)
+
+    def _publish_3d(self, cam: Camera, result, header) -> None:
+        """detections_3d for a frame paired with depth; unpaired frames are only counted."""
+        boxes = [d.box for d in result.detections]
+        boxes_3d = self._depth[cam.index].boxes_3d(header, boxes, result.image_size)
+        if boxes_3d is not None:
+            msg = detection_3d_array(result, boxes_3d, header, self._tracking is not None)
+            cam.publishers["detections_3d"].publish(msg)
+
+    def _camera_extras(self, cam: Camera) -> dict:
+        """Tracking and depth counters of one camera for its diagnostics status."""
+        extra: dict = {}
+        if self._tracking is not None:
+            extra["active_tracks"] = self._tracking.active_tracks.get(cam.resolved_topic, 0)
+        if cam.index in self._depth:
+            extra.update(self._depth[cam.index].values())
+        return extra
 
     def _warn_throttled(self, cam: Camera, text: str, period: float = 5.0) -> None:
         now = time.monotonic()
@@ -437,6 +515,7 @@ class OwlNode(Node):
                 model=s.model,
                 clip_model=s.clip_model or "none",
                 backend=s.backend,
+                backend_choice=self.predictor.backend_summary(),
                 device=s.device,
                 prompt=s.prompt,
                 callback_errors=self._guard.errors,
@@ -445,9 +524,9 @@ class OwlNode(Node):
         ]
         for cam in self.cameras:
             snap = cam.stats.snapshot()
-            statuses.append(
-                camera_status(name, snap, self._previous_stats.get(cam.index), s.no_frame_warning)
-            )
+            previous = self._previous_stats.get(cam.index)
+            extra = self._camera_extras(cam)
+            statuses.append(camera_status(name, snap, previous, s.no_frame_warning, extra))
             self._previous_stats[cam.index] = snap
         self._diag_pub.publish(build_diagnostics(self.get_clock().now().to_msg(), statuses))
 
