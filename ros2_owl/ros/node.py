@@ -560,7 +560,6 @@ def main(args: list[str] | None = None) -> int:
         # launch): a second SIGINT must not interrupt the teardown with a KeyboardInterrupt.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node is not None:
-            node.get_logger().info("shutting down")
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()

@@ -16,6 +16,7 @@ _destroy_node = owl_node.OwlNode.destroy_node
 
 def destroy_node_with_a_second_sigint(self) -> None:
     os.kill(os.getpid(), signal.SIGINT)
+    print("second SIGINT sent during teardown", flush=True)
     _destroy_node(self)
 
 
