@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .backends import make_image_encoder
+from .backends.triton_backend import TritonOptions, TritonTarget
 from .image_ops import batched_nms, crop_regions, image_size, load_image
 from .models import LabelTooLongError
 from .models.clip import ClipModel
@@ -122,17 +123,33 @@ class TreePredictor:
         backend: str = "torch",
         config: PredictorConfig | None = None,
         cache_dir: str | None = None,
+        triton: TritonOptions | None = None,
     ) -> TreePredictor:
-        """Load models (ModelLoadError naming what was tried) and build the image encoders."""
+        """Load models (ModelLoadError naming what was tried) and build the image encoders
+        (``triton``: the server of backend 'triton'; its defaults when None)."""
         config = config or PredictorConfig()
         owl = OwlModel.load(model, device=device, cache_dir=cache_dir)
         batch = max(1, config.max_regions)
         kwargs = dict(device=device, dtype=dtype, cache_dir=cache_dir, max_batch=batch)
-        owl_encoder = make_image_encoder(backend, owl.encoder, model_id=model, **kwargs)
+        remote = (triton or TritonOptions()) if backend == "triton" else None
+        owl_encoder = make_image_encoder(
+            backend,
+            owl.encoder,
+            model_id=model,
+            triton=remote and TritonTarget.of(remote, remote.owl_model, owl.preprocessor),
+            **kwargs,
+        )
         clip = clip_encoder = None
         if clip_model:
             clip = ClipModel.load(clip_model, device=device, cache_dir=cache_dir)
-            clip_encoder = make_image_encoder(backend, clip.encoder, model_id=clip_model, **kwargs)
+            clip_encoder = make_image_encoder(
+                backend,
+                clip.encoder,
+                model_id=clip_model,
+                triton=remote
+                and TritonTarget.of(remote, remote.clip_model, clip.preprocess_region),
+                **kwargs,
+            )
         return cls(owl, clip, owl_encoder, clip_encoder, config, device)
 
     # ------------------------------------------------------------------ prompt state

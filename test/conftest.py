@@ -1,3 +1,3 @@
 """Shared pytest set-up: model fixtures and ROS fixtures live in their own plugin modules."""
 
-pytest_plugins = ["fixtures_models", "fixtures_ros"]
+pytest_plugins = ["fixtures_models", "fixtures_ros", "fixtures_triton"]

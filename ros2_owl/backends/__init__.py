@@ -1,4 +1,4 @@
-"""Image-encoder backends behind one factory: torch, onnxruntime, tensorrt.
+"""Image-encoder backends behind one factory: torch, onnxruntime, tensorrt, triton (remote).
 
 The predictor asks ``make_image_encoder`` for a backend and never learns which runs. ONNX
 Runtime and TensorRT run graphs exported from the same torch module, verified against it at
@@ -23,7 +23,7 @@ __all__ = [
     "resolve_dtype",
 ]
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "tensorrt", "triton")
 
 
 def resolve_dtype(backend: str, dtype: str) -> str:
@@ -45,12 +45,16 @@ def make_image_encoder(
     force: bool = False,
     on_invalid: str = "rebuild",
     progress=None,
+    triton=None,
 ) -> ImageEncoderBackend:
     """Build the named backend for an encoder module (model_id/cache_dir key exported artefacts).
 
     ``on_invalid``: what a stale or corrupted cached artefact does — "rebuild" (log a warning,
     delete it, export/build again) or "error" (raise CacheError with the reason).
+    ``triton``: a TritonTarget (server, model name, normalisation) for backend "triton".
     """
+    if backend == "triton":
+        return _make_triton(module, triton, model_id, device, cache_dir, max_batch, progress)
     dtype = resolve_dtype(backend, dtype)
     if backend == "torch":
         return TorchImageEncoder(module, device=device, dtype=dtype)
@@ -97,6 +101,27 @@ def on_device(module: torch.nn.Module, device: torch.device, dtype: torch.dtype)
     if cur_dev.type == device.type and cur_dt == dtype:
         return module.eval()
     return copy.deepcopy(module).to(device=device, dtype=dtype).eval()
+
+
+def _make_triton(module, target, model_id, device, cache_dir, max_batch, progress):
+    """The remote encoder; the local onnxruntime one only when the target's fallback asks."""
+    from .triton_backend import make_triton_encoder
+
+    if target is None:
+        raise BackendError("backend 'triton' needs triton settings (url, model name)")
+
+    def local():
+        return make_image_encoder(
+            "onnxruntime",
+            module,
+            model_id=model_id,
+            device=device,
+            cache_dir=cache_dir,
+            max_batch=max_batch,
+            progress=progress,
+        )
+
+    return make_triton_encoder(module, target, local)
 
 
 def _make_onnxruntime(module, model_id, dev, dt, cache, max_batch, force, on_invalid, progress):

@@ -19,6 +19,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Classification, Detection2DArray, LabelInfo
 
+from ros2_owl.backends.triton_backend import TritonOptions, parse_headers
 from ros2_owl.draw import draw_result
 from ros2_owl.msg import TreeDetectionArray
 from ros2_owl.predictor import PredictorConfig, PromptState, TreePredictor
@@ -34,7 +35,13 @@ from ros2_owl.ros.cameras import (
     output_topic,
 )
 from ros2_owl.ros.convert import ImageConversionError, message_to_rgb, rgb_to_image_msg
-from ros2_owl.ros.diagnostics import CameraStats, build_diagnostics, camera_status, node_status
+from ros2_owl.ros.diagnostics import (
+    CameraStats,
+    build_diagnostics,
+    camera_status,
+    encoder_facts,
+    node_status,
+)
 from ros2_owl.ros.params import (
     Settings,
     declare_parameters,
@@ -80,6 +87,22 @@ def predictor_config(s: Settings) -> PredictorConfig:
         nms_iou=s.nms_iou if s.nms_iou > 0 else None,
         max_detections=s.max_detections,
         max_regions=s.max_regions,
+    )
+
+
+def triton_options(s: Settings) -> TritonOptions:
+    """The triton_* parameters as the backend's options."""
+    return TritonOptions(
+        url=s.triton_url,
+        owl_model=s.triton_owl_model,
+        clip_model=s.triton_clip_model,
+        timeout_s=s.triton_timeout,
+        ssl=s.triton_ssl,
+        root_certificates=s.triton_root_certificates,
+        private_key=s.triton_private_key,
+        certificate_chain=s.triton_certificate_chain,
+        headers=parse_headers(s.triton_headers),
+        fallback=s.triton_fallback,
     )
 
 
@@ -157,6 +180,7 @@ class OwlNode(Node):
                 backend=s.backend,
                 config=predictor_config(s),
                 cache_dir=s.cache_dir or None,
+                triton=triton_options(s) if s.backend == "triton" else None,
             )
         except Exception as exc:  # ModelLoadError, BackendError, torch errors: all fatal here
             raise StartupError(f"could not load the models: {exc}") from exc
@@ -384,6 +408,7 @@ class OwlNode(Node):
                 backend=s.backend,
                 device=s.device,
                 prompt=s.prompt,
+                **encoder_facts(self.predictor.owl_encoder),
             )
         ]
         for cam in self.cameras:

@@ -119,6 +119,11 @@ def _check_topics(value: list[str]) -> str | None:
     return None
 
 
+def _check_headers(value: list[str]) -> str | None:
+    bad = [v for v in value if "=" not in v or not v.split("=", 1)[0].strip()]
+    return f"entries must look like key=value: {bad}" if bad else None
+
+
 def _check_prompt(value: str) -> str | None:
     return None if value.strip() else "the prompt must not be empty"
 
@@ -187,7 +192,66 @@ PARAMS: tuple[ParamSpec, ...] = (
         "torch",
         "Image encoder backend.",
         read_only=True,
-        choices=("torch", "onnxruntime", "tensorrt"),
+        choices=("torch", "onnxruntime", "tensorrt", "triton"),
+    ),
+    ParamSpec(
+        "triton_url",
+        "localhost:8001",
+        "backend triton: host:port of the Triton server's gRPC endpoint.",
+        read_only=True,
+    ),
+    ParamSpec(
+        "triton_owl_model",
+        "owl_image_encoder",
+        "backend triton: served model name of the OWL image encoder.",
+        read_only=True,
+    ),
+    ParamSpec(
+        "triton_clip_model",
+        "clip_image_encoder",
+        "backend triton: served model name of the CLIP image encoder.",
+        read_only=True,
+    ),
+    ParamSpec(
+        "triton_timeout",
+        10.0,
+        "backend triton: deadline of each request and start-up check, seconds.",
+        read_only=True,
+        range=(0.1, 600.0),
+    ),
+    ParamSpec("triton_ssl", False, "backend triton: TLS to the server.", read_only=True),
+    ParamSpec(
+        "triton_root_certificates",
+        "",
+        "backend triton: PEM file of root certificates ('' = gRPC's default roots).",
+        read_only=True,
+    ),
+    ParamSpec(
+        "triton_private_key",
+        "",
+        "backend triton: PEM private key for client-certificate (mutual) TLS.",
+        read_only=True,
+    ),
+    ParamSpec(
+        "triton_certificate_chain",
+        "",
+        "backend triton: PEM certificate chain for client-certificate (mutual) TLS.",
+        read_only=True,
+    ),
+    ParamSpec(
+        "triton_headers",
+        [],
+        "backend triton: request headers as key=value, e.g. 'authorization=Bearer TOKEN'.",
+        read_only=True,
+        check=_check_headers,
+    ),
+    ParamSpec(
+        "triton_fallback",
+        "none",
+        "backend triton: 'local' = if the server is down at start, warn and run the encoders "
+        "locally with onnxruntime; 'none' = refuse to start.",
+        read_only=True,
+        choices=("none", "local"),
     ),
     ParamSpec(
         "cache_dir",
@@ -303,6 +367,16 @@ class Settings:
     device: str = "cpu"
     dtype: str = "auto"
     backend: str = "torch"
+    triton_url: str = "localhost:8001"
+    triton_owl_model: str = "owl_image_encoder"
+    triton_clip_model: str = "clip_image_encoder"
+    triton_timeout: float = 10.0
+    triton_ssl: bool = False
+    triton_root_certificates: str = ""
+    triton_private_key: str = ""
+    triton_certificate_chain: str = ""
+    triton_headers: tuple[str, ...] = ()
+    triton_fallback: str = "none"
     cache_dir: str = ""
     queries_file: str = ""
     image_topics: tuple[str, ...] = ("image",)
