@@ -1,7 +1,7 @@
 """Backend benchmark: naive per-frame path vs ours (ONNX Runtime), encoder FLOP rate vs GEMM.
 
 One run on this machine, full-size random OWL-ViT B/32 @768 + CLIP B/32 (architecture-identical
-to the hub checkpoints, built by ros2_owl.models.random_init), median of --repeats runs:
+to the hub checkpoints, built by ros2_owl.demo.random_models), median of --repeats runs:
 
 1. the machine's best fp32 (torch / onnxruntime) and bf16 (torch) matrix-multiply rates;
 2. naive path per frame (text re-encoded, HF processor + full forward + HF post-processing)
@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ros2_owl.backends import make_image_encoder
     from ros2_owl.backends.onnxruntime_backend import default_threads, physical_cores
-    from ros2_owl.models.random_init import ensure_random_model
+    from ros2_owl.demo.random_models import ensure_random_model
     from ros2_owl.predictor import PredictorConfig, TreePredictor
 
     logging.getLogger("ros2_owl").setLevel(logging.ERROR)  # the random-weights banner

@@ -65,7 +65,7 @@ def main() -> int:
     from sensor_msgs.msg import Image
     from vision_msgs.msg import Detection2DArray
 
-    from ros2_owl.models.random_init import ensure_random_model
+    from ros2_owl.demo.random_models import ensure_random_model
 
     cache = REPO / ".cache" / "test-models"
     model = args.model or str(ensure_random_model("tiny-owlvit", cache))

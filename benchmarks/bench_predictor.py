@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_common import camera_scene, naive_hf_path  # noqa: E402
 
-from ros2_owl.models.random_init import ensure_random_model  # noqa: E402
+from ros2_owl.demo.random_models import ensure_random_model  # noqa: E402
 from ros2_owl.predictor import PredictorConfig, TreePredictor  # noqa: E402
 
 FLAT = "[a person, a car, a dog]"

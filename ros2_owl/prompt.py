@@ -1,45 +1,38 @@
 """The tree prompt language: `[a person [a face] (standing, sitting)]` parsed into a Tree.
 
-`[...]` detects its comma-separated labels inside the current region, `(...)` classifies the
-current region among its labels, and groups written after a label run on that label's regions.
-Label numbering and node order match NanoOWL's `Tree.from_prompt`; everything NanoOWL accepts
-silently or crashes on is a PromptError with a 0-based column. Grammar: README, "The tree
-prompt language". The Tree types live in ros2_owl.prompt_tree and are re-exported here.
+This module is the public face: `parse_prompt`, `Tree` (NanoOWL's dict, JSON, a canonical
+prompt), `tree_from_dict`, and the rules a tree must meet to run (`check_runnable`). The
+grammar itself (scanner, label rules, limits) is ros2_owl.prompt_parser; its types are
+re-exported here.
 """
 
 from __future__ import annotations
 
-import re
-import unicodedata
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
-from .prompt_tree import (
+from .prompt_parser import (
     CLASSIFY,
     DETECT,
+    MAX_DEPTH,
+    MAX_LABEL_CHARS,
+    MAX_LABELS,
+    MAX_PROMPT_CHARS,
+    QUERY_NAME,
+    STRUCTURE,
     Label,
     Op,
+    Parser,
+    Problem,
     PromptError,
     PromptWarning,
-    Tree,
     TreeNode,
-    check_threshold,
+    read_label,
 )
-
-MAX_PROMPT_CHARS = 1000  # whole prompt, in characters
-MAX_LABELS = 64  # labels besides the root 'image' (each is text encoding + per-region work)
-MAX_DEPTH = 4  # nesting levels of groups; every level is another crop-and-encode pass
-MAX_LABEL_CHARS = 100  # one label's text; the predictor re-checks the 16-token encoder limit
-
-
-_OPS = {"[": DETECT, "(": CLASSIFY}
-_CLOSER = {"[": "]", "(": ")"}
-_OPENER = {"]": "[", ")": "("}
-_STRUCTURE = "[](),"
-_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)")
-_QUERY_NAME = re.compile(r"[A-Za-z0-9_-]+")
-_EXAMPLE = "e.g. '[a person [a face], a car (red, blue)]'"
+from .settings import check_fraction
 
 __all__ = [
     "CLASSIFY",
@@ -48,262 +41,158 @@ __all__ = [
     "MAX_LABELS",
     "MAX_LABEL_CHARS",
     "MAX_PROMPT_CHARS",
+    "QUERY_NAME",
     "Label",
+    "Op",
     "PromptError",
     "PromptWarning",
     "Tree",
     "TreeNode",
+    "caret_message",
+    "check_runnable",
     "parse_prompt",
+    "tree_from_dict",
 ]
 
 
-class _Problem(Exception):
-    """A label-level fault, located by offset so both the parser and from_dict can word it."""
-
-    def __init__(self, offset: int, what: str, advice: str):
-        super().__init__(what)
-        self.offset, self.what, self.advice = offset, what, advice
+def check_threshold(value: Any, what: str) -> float:
+    """Thresholds are probabilities: a real number in [0, 1]."""
+    return check_fraction(value, what)
 
 
-def _read_label(segment: str, op: Op) -> tuple[str, float | None, str | None, int]:
-    """Split a label's raw text into (text, threshold, query name, text offset)."""
-    body, threshold = segment, None
-    at = segment.find("@")
-    if at >= 0:
-        body = segment[:at]
-        second = segment.find("@", at + 1)
-        if second >= 0:
-            raise _Problem(second, "second '@'", "a label takes one threshold at its end")
-        if op == CLASSIFY:
-            raise _Problem(
-                at,
-                f"threshold on classify label {body.strip()!r}",
-                "classify groups pick the best label and take no threshold; remove the '@' part",
-            )
-        raw = segment[at + 1 :]
-        value = raw.strip()
-        offset = at + 1 + len(raw) - len(raw.lstrip())
-        if not value:
-            raise _Problem(at, "missing threshold after '@'", "write e.g. 'a person@0.3'")
-        if not _NUMBER.fullmatch(value):
-            raise _Problem(
-                offset,
-                f"malformed threshold {value!r}",
-                "'@' is reserved: it must be followed by a number between 0 and 1 at the end "
-                "of a label, e.g. 'a person@0.3'",
-            )
-        threshold = float(value) + 0.0
-        if not 0.0 <= threshold <= 1.0:
-            raise _Problem(offset, f"threshold {value} out of range", "use a number from 0 to 1")
-    text = body.strip()
-    offset = len(body) - len(body.lstrip())
-    if not text:
-        what = "empty label before '@'" if at >= 0 else "empty label"
-        raise _Problem(0, what, f"write a label between brackets and commas, {_EXAMPLE}")
-    if len(text) > MAX_LABEL_CHARS:
-        raise _Problem(
-            offset,
-            f"label of {len(text)} characters",
-            f"a label may have at most {MAX_LABEL_CHARS} characters; shorten it",
-        )
-    for i, ch in enumerate(text):
-        if unicodedata.category(ch) in ("Cc", "Cs") and not ch.isspace():
-            raise _Problem(offset + i, f"control character {ch!r}", "remove it from the label")
-    query = None
-    if text.startswith("$"):
-        query = text[1:]
-        if not _QUERY_NAME.fullmatch(query):
-            raise _Problem(
-                offset,
-                f"invalid reference-image label {text!r}",
-                "write '$' and a name of letters, digits, '_' or '-', e.g. '$my_mug'",
-            )
-        if op == CLASSIFY:
-            raise _Problem(
-                offset,
-                f"reference-image label {text!r} in a classify group",
-                "'$name' labels are only allowed in detect groups '[...]'",
-            )
-    elif "$" in text:
-        raise _Problem(
-            offset + text.index("$"),
-            "reserved character '$'",
-            "'$' may only start a reference-image label such as '[$my_mug]'",
-        )
-    return text, threshold, query, offset
+def _format_threshold(value: float) -> str:
+    """Positional decimal (never '1e-05') that float() reads back to the same value."""
+    text = format(Decimal(repr(float(value))), "f")
+    return text if "." in text else text + ".0"
 
 
-def _same_key(text: str) -> str:
-    """Labels that differ only in case or spacing encode the same, so count them as duplicates."""
-    return " ".join(text.casefold().split())
+@dataclass(frozen=True)
+class Tree:
+    """A parsed prompt; nodes are in order of their opening bracket, labels[0] is 'image'."""
 
+    nodes: tuple[TreeNode, ...]
+    labels: tuple[Label, ...]
+    warnings: tuple[PromptWarning, ...] = field(default=(), compare=False)
 
-@dataclass
-class _Group:
-    """Parser state for one open bracket."""
+    @property
+    def label_texts(self) -> tuple[str, ...]:
+        return tuple(label.text for label in self.labels)
 
-    opener: str
-    column: int
-    node: int
-    label: int  # index of the label being written
-    start: int  # column where that label's text begins
-    text_end: int | None = None  # set once the label's first nested group opens
-    seen: dict[str, int] = field(default_factory=dict)
+    def detect_nodes(self) -> tuple[TreeNode, ...]:
+        return tuple(n for n in self.nodes if n.op == DETECT)
 
+    def classify_nodes(self) -> tuple[TreeNode, ...]:
+        return tuple(n for n in self.nodes if n.op == CLASSIFY)
 
-class _Parser:
-    """Single left-to-right scan; see the module docstring for the grammar."""
+    def nodes_for_input(self, label_index: int) -> tuple[TreeNode, ...]:
+        """Groups that run on the regions of this label, in prompt order."""
+        return tuple(n for n in self.nodes if n.input == label_index)
 
-    def __init__(self, text: str):
-        self.text = text
-        self.nodes: list[tuple[Op, int, list[int], int]] = []
-        self.labels: dict[int, Label] = {0: Label(0, "image")}
-        self.stack: list[_Group] = []
-        self.warnings: list[PromptWarning] = []
-        self.root = "start"  # 'start' | 'group' | 'comma' (what the root level saw last)
-        self.root_comma = -1
+    def children(self, label_index: int) -> tuple[int, ...]:
+        return tuple(o for n in self.nodes_for_input(label_index) for o in n.outputs)
 
-    def fail(self, column: int, message: str) -> PromptError:
-        return PromptError(message, column)
+    def node_index_of(self, label_index: int) -> int | None:
+        """Index into `nodes` of the group that yields this label (None for the root)."""
+        for i, n in enumerate(self.nodes):
+            if label_index in n.outputs:
+                return i
+        return None
 
-    def parse(self) -> Tree:
-        for i, ch in enumerate(self.text):
-            if ch in _OPS:
-                self.open(i, ch)
-            elif ch in _OPENER:
-                self.close(i, ch)
-            elif ch == ",":
-                self.comma(i)
-            elif not ch.isspace():
-                self.check_text(i)
-        if self.stack:
-            g = self.stack[-1]
-            raise self.fail(
-                g.column,
-                f"unclosed '{g.opener}' opened at column {g.column}: "
-                f"add a matching '{_CLOSER[g.opener]}'",
-            )
-        if self.root == "start":
-            raise self.fail(0, f"empty prompt: write at least one group, {_EXAMPLE}")
-        if self.root == "comma":
-            raise self.fail(
-                self.root_comma,
-                f"trailing ',' at column {self.root_comma} after the last group: remove it",
-            )
-        nodes = tuple(TreeNode(op, inp, tuple(out), col) for op, inp, out, col in self.nodes)
-        labels = tuple(self.labels[i] for i in range(len(self.labels)))
-        return Tree(nodes, labels, tuple(self.warnings))
+    def parent(self, label_index: int) -> int | None:
+        """The label whose regions this label is found in (None for the root)."""
+        i = self.node_index_of(label_index)
+        return None if i is None else self.nodes[i].input
 
-    def new_label(self, column: int) -> int:
-        index = len(self.labels)
-        if index > MAX_LABELS:
-            raise self.fail(
-                column,
-                f"too many labels at column {column}: a prompt may have at most {MAX_LABELS} labels",
-            )
-        self.labels[index] = Label(index, "")  # placeholder until its text is known
-        return index
+    def label_depth(self, label_index: int) -> int:
+        """Number of groups between the root and this label (labels of a root group are 1)."""
+        depth, index = 0, label_index
+        while (index := self.parent(index)) is not None:
+            depth += 1
+        return depth
 
-    def finish_label(self, g: _Group, end: int) -> None:
-        g.text_end = end
-        op = self.nodes[g.node][0]
+    def depth(self) -> int:
+        return max((self.label_depth(i) for i in range(len(self.labels))), default=0)
+
+    def detect_labels(self) -> tuple[int, ...]:
+        return tuple(sorted(o for n in self.detect_nodes() for o in n.outputs))
+
+    def classify_labels(self) -> tuple[int, ...]:
+        return tuple(sorted(o for n in self.classify_nodes() for o in n.outputs))
+
+    def query_labels(self) -> tuple[int, ...]:
+        """Labels that name a registered reference image (`$name`)."""
+        return tuple(label.index for label in self.labels if label.is_image_query)
+
+    def effective_threshold(
+        self, label_index: int, default: float, overrides: Mapping[str, float] | None = None
+    ) -> float:
+        """The prompt's `@` value, else overrides[label text], else default."""
+        default = check_threshold(default, "default threshold")
+        for key, value in (overrides or {}).items():
+            check_threshold(value, f"threshold for label {key!r}")
+        if not 0 <= label_index < len(self.labels):
+            raise IndexError(f"label index {label_index} is not in 0..{len(self.labels) - 1}")
+        label = self.labels[label_index]
+        if label.threshold is not None:
+            return label.threshold
+        if overrides and label.text in overrides:
+            return float(overrides[label.text]) + 0.0
+        return default
+
+    def detect_thresholds(
+        self, default: float, overrides: Mapping[str, float] | None = None
+    ) -> dict[int, float]:
+        """Effective threshold of every detect label, keyed by label index."""
+        return {i: self.effective_threshold(i, default, overrides) for i in self.detect_labels()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """NanoOWL's tree dict, plus 'thresholds' / 'queries' only when the prompt has them."""
+        out: dict[str, Any] = {
+            "nodes": [
+                {"op": n.op, "input": n.input, "outputs": list(n.outputs)} for n in self.nodes
+            ],
+            "labels": list(self.label_texts),
+        }
+        thresholds = {lb.index: lb.threshold for lb in self.labels if lb.threshold is not None}
+        if thresholds:
+            out["thresholds"] = thresholds
+        queries = {lb.index: lb.query_name for lb in self.labels if lb.query_name is not None}
+        if queries:
+            out["queries"] = queries
+        return out
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> Tree:
         try:
-            text, threshold, query, offset = _read_label(self.text[g.start : end], op)
-        except _Problem as p:
-            column = g.start + p.offset
-            if p.what == "empty label" and end < len(self.text) and self.text[end] in _OPS:
-                p.advice = (
-                    "a group must follow a label's text, e.g. '[a person [a face]]'; to give one "
-                    "label several groups write them one after another: "
-                    "'[a person [a face] (sad, happy)]'"
-                )
-            raise self.fail(column, f"{p.what} at column {column}: {p.advice}") from None
-        column = g.start + offset
-        key = _same_key(text)
-        if key in g.seen:
-            raise self.fail(
-                column,
-                f"duplicate label {text!r} at column {column}: the group opened at column "
-                f"{g.column} already has it at column {g.seen[key]}; labels in a group must differ",
-            )
-        g.seen[key] = column
-        self.labels[g.label] = Label(g.label, text, column, threshold, query)
+            data = json.loads(text)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"tree JSON is not valid JSON: {e}") from None
+        return cls.from_dict(data)
 
-    def open(self, i: int, ch: str) -> None:
-        parent = self.stack[-1] if self.stack else None
-        if parent is not None and parent.text_end is None:
-            self.finish_label(parent, i)
-        if len(self.stack) >= MAX_DEPTH:
-            raise self.fail(
-                i, f"group at column {i} is nested too deep: at most {MAX_DEPTH} levels of groups"
-            )
-        index = self.new_label(i)
-        self.nodes.append((_OPS[ch], parent.label if parent else 0, [index], i))
-        self.stack.append(_Group(ch, i, len(self.nodes) - 1, index, i + 1))
-        if parent is None:
-            self.root = "group"
+    def to_prompt(self) -> str:
+        """Canonical prompt, e.g. `[a person@0.3, a car (black)]`; it parses back to this tree."""
 
-    def close(self, i: int, ch: str) -> None:
-        if not self.stack:
-            raise self.fail(i, f"unexpected '{ch}' at column {i}: no group is open")
-        g = self.stack[-1]
-        if g.opener != _OPENER[ch]:
-            raise self.fail(
-                i,
-                f"unexpected '{ch}' at column {i}: the open group is '{g.opener}' "
-                f"(opened at column {g.column}); close it with '{_CLOSER[g.opener]}' first",
-            )
-        if g.text_end is None:
-            self.finish_label(g, i)
-        self.stack.pop()
-        op, _, outputs, _ = self.nodes[g.node]
-        if op == CLASSIFY and len(outputs) == 1:
-            text = self.labels[outputs[0]].text
-            self.warnings.append(
-                PromptWarning(
-                    g.column,
-                    f"classify group at column {g.column} has a single label {text!r}: a softmax "
-                    f"over one label is always 1.0; add an alternative, e.g. '({text}, other)'",
-                )
-            )
-        if not self.stack:
-            self.root = "group"
+        def label(index: int) -> str:
+            lb = self.labels[index]
+            text = lb.text
+            if lb.threshold is not None:
+                text += "@" + _format_threshold(lb.threshold)
+            return "".join([text] + [" " + group(n) for n in self.nodes_for_input(index)])
 
-    def comma(self, i: int) -> None:
-        if not self.stack:
-            if self.root != "group":
-                where = "before the first group" if self.root == "start" else "after another ','"
-                raise self.fail(i, f"unexpected ',' at column {i} {where}: remove it")
-            self.root, self.root_comma = "comma", i
-            return
-        g = self.stack[-1]
-        if g.text_end is None:
-            self.finish_label(g, i)
-        index = self.new_label(i)
-        self.nodes[g.node][2].append(index)
-        g.label, g.start, g.text_end = index, i + 1, None
+        def group(node: TreeNode) -> str:
+            opener = "[" if node.op == DETECT else "("
+            inner = ", ".join(label(o) for o in node.outputs)
+            return opener + inner + ("]" if opener == "[" else ")")
 
-    def check_text(self, i: int) -> None:
-        end = i
-        while end < len(self.text) and self.text[end] not in _STRUCTURE:
-            end += 1
-        snippet = self.text[i:end].rstrip()
-        if not self.stack:
-            raise self.fail(
-                i,
-                f"text {snippet!r} at column {i} is outside any group: put labels in '[...]' "
-                f"to detect or '(...)' to classify, {_EXAMPLE}",
-            )
-        g = self.stack[-1]
-        if g.text_end is not None:
-            label = self.labels[g.label].text
-            joined = label + snippet if snippet.startswith("@") else f"{label} {snippet}"
-            raise self.fail(
-                i,
-                f"text {snippet!r} at column {i} comes after a nested group of label {label!r}: "
-                f"a label's text (and @threshold) must come before its groups; "
-                f"write '{joined} (...)' instead of '{label} (...) {snippet}'",
-            )
+        return " ".join(group(n) for n in self.nodes_for_input(0))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Tree:
+        """Validate a NanoOWL-style dict (numbered as parse_prompt numbers it) into a Tree."""
+        return tree_from_dict(data)
 
 
 def parse_prompt(text: str) -> Tree:
@@ -315,7 +204,7 @@ def parse_prompt(text: str) -> Tree:
             f"prompt of {len(text)} characters is too long: the limit is {MAX_PROMPT_CHARS}",
             MAX_PROMPT_CHARS,
         )
-    return _Parser(text).parse()
+    return Tree(*Parser(text).parse())
 
 
 def _index_key(key: Any, labels: list[str], what: str) -> int:
@@ -325,6 +214,65 @@ def _index_key(key: Any, labels: list[str], what: str) -> int:
     if isinstance(key, bool) or not isinstance(key, int) or not 0 < key < len(labels):
         raise ValueError(f"{what}: key {key!r} is not a label index in 1..{len(labels) - 1}")
     return key
+
+
+def _nodes_from_dicts(raw_nodes, label_count: int) -> tuple[list[TreeNode], dict[int, int]]:
+    """Checked TreeNodes and which node yields each label (label index -> node index)."""
+    nodes: list[TreeNode] = []
+    owner: dict[int, int] = {}
+    for k, nd in enumerate(raw_nodes):
+        if not isinstance(nd, Mapping) or set(nd) != {"op", "input", "outputs"}:
+            raise ValueError(f"node {k} must be a mapping with keys 'op', 'input', 'outputs'")
+        op, inp, outs = nd["op"], nd["input"], nd["outputs"]
+        if op not in (DETECT, CLASSIFY):
+            raise ValueError(f"node {k}: op must be 'detect' or 'classify', got {op!r}")
+        if isinstance(inp, bool) or not isinstance(inp, int) or not (inp == 0 or inp in owner):
+            raise ValueError(
+                f"node {k}: input {inp!r} must be 0 (the image) or an output of an earlier node"
+            )
+        if not isinstance(outs, list | tuple) or not outs:
+            raise ValueError(f"node {k}: outputs must be a non-empty list of label indices")
+        for o in outs:
+            if isinstance(o, bool) or not isinstance(o, int) or not 0 < o < label_count:
+                raise ValueError(f"node {k}: output {o!r} is not a label index")
+            if o in owner:
+                raise ValueError(f"label {o} is an output of both node {owner[o]} and node {k}")
+            owner[o] = k
+        nodes.append(TreeNode(op, inp, tuple(outs)))
+    return nodes, owner
+
+
+def _labels_from_dict(data, labels: list[str], nodes, owner) -> list[Label]:
+    """Checked Labels with their thresholds and query names (label rules as the parser's)."""
+    thresholds = data.get("thresholds") or {}
+    queries = data.get("queries") or {}
+    if not isinstance(thresholds, Mapping) or not isinstance(queries, Mapping):
+        raise ValueError("'thresholds' and 'queries' must be mappings keyed by label index")
+    values: dict[int, float] = {}
+    for key, value in thresholds.items():
+        index = _index_key(key, labels, "'thresholds'")
+        values[index] = check_threshold(value, f"threshold of label {index} {labels[index]!r}")
+    built = [Label(0, "image")]
+    for index, text in enumerate(labels[1:], start=1):
+        if index not in owner:
+            raise ValueError(f"label {index} {text!r} is not an output of any node")
+        op = nodes[owner[index]].op
+        bad = next((c for c in STRUCTURE + "@" if c in text), None)
+        if text != text.strip() or bad:
+            why = f"reserved character {bad!r}" if bad else "surrounding white space"
+            raise ValueError(f"label {index} {text!r}: {why}")
+        try:
+            _, _, query, _ = read_label(text, op)
+        except Problem as p:
+            raise ValueError(f"label {index} {text!r}: {p.what}: {p.advice}") from None
+        if index in values and op == CLASSIFY:
+            raise ValueError(f"label {index} {text!r}: classify labels take no threshold")
+        built.append(Label(index, text, -1, values.get(index), query))
+    for key, name in queries.items():
+        index = _index_key(key, labels, "'queries'")
+        if built[index].query_name != name:
+            raise ValueError(f"'queries': label {index} is {labels[index]!r}, not '${name}'")
+    return built
 
 
 def tree_from_dict(data: Any) -> Tree:
@@ -345,59 +293,12 @@ def tree_from_dict(data: Any) -> Tree:
         raise ValueError("'labels' must start with 'image', the root region")
     if not isinstance(raw_nodes, list | tuple) or not raw_nodes:
         raise ValueError("'nodes' must be a non-empty list")
-    nodes: list[TreeNode] = []
-    owner: dict[int, int] = {}
-    for k, nd in enumerate(raw_nodes):
-        if not isinstance(nd, Mapping) or set(nd) != {"op", "input", "outputs"}:
-            raise ValueError(f"node {k} must be a mapping with keys 'op', 'input', 'outputs'")
-        op, inp, outs = nd["op"], nd["input"], nd["outputs"]
-        if op not in (DETECT, CLASSIFY):
-            raise ValueError(f"node {k}: op must be 'detect' or 'classify', got {op!r}")
-        if isinstance(inp, bool) or not isinstance(inp, int) or not (inp == 0 or inp in owner):
-            raise ValueError(
-                f"node {k}: input {inp!r} must be 0 (the image) or an output of an earlier node"
-            )
-        if not isinstance(outs, list | tuple) or not outs:
-            raise ValueError(f"node {k}: outputs must be a non-empty list of label indices")
-        for o in outs:
-            if isinstance(o, bool) or not isinstance(o, int) or not 0 < o < len(labels):
-                raise ValueError(f"node {k}: output {o!r} is not a label index")
-            if o in owner:
-                raise ValueError(f"label {o} is an output of both node {owner[o]} and node {k}")
-            owner[o] = k
-        nodes.append(TreeNode(op, inp, tuple(outs)))
-    thresholds = data.get("thresholds") or {}
-    queries = data.get("queries") or {}
-    if not isinstance(thresholds, Mapping) or not isinstance(queries, Mapping):
-        raise ValueError("'thresholds' and 'queries' must be mappings keyed by label index")
-    values: dict[int, float] = {}
-    for key, value in thresholds.items():
-        index = _index_key(key, labels, "'thresholds'")
-        values[index] = check_threshold(value, f"threshold of label {index} {labels[index]!r}")
-    built = [Label(0, "image")]
-    for index, text in enumerate(labels[1:], start=1):
-        if index not in owner:
-            raise ValueError(f"label {index} {text!r} is not an output of any node")
-        op = nodes[owner[index]].op
-        bad = next((c for c in _STRUCTURE + "@" if c in text), None)
-        if text != text.strip() or bad:
-            why = f"reserved character {bad!r}" if bad else "surrounding white space"
-            raise ValueError(f"label {index} {text!r}: {why}")
-        try:
-            _, _, query, _ = _read_label(text, op)
-        except _Problem as p:
-            raise ValueError(f"label {index} {text!r}: {p.what}: {p.advice}") from None
-        if index in values and op == CLASSIFY:
-            raise ValueError(f"label {index} {text!r}: classify labels take no threshold")
-        built.append(Label(index, text, -1, values.get(index), query))
-    for key, name in queries.items():
-        index = _index_key(key, labels, "'queries'")
-        if built[index].query_name != name:
-            raise ValueError(f"'queries': label {index} is {labels[index]!r}, not '${name}'")
+    nodes, owner = _nodes_from_dicts(raw_nodes, len(labels))
+    built = _labels_from_dict(data, labels, nodes, owner)
     draft = Tree(tuple(nodes), tuple(built))
     prompt = draft.to_prompt()
     try:
-        tree = _Parser(prompt).parse()  # no length cap: spacing may differ from the original
+        tree = Tree(*Parser(prompt).parse())  # no length cap: spacing may differ from the original
     except PromptError as e:
         raise ValueError(f"invalid tree: {e.message} (in its prompt {prompt!r})") from None
     if tree != draft:
@@ -406,3 +307,27 @@ def tree_from_dict(data: Any) -> Tree:
             f"{prompt!r}: {tree.to_dict()})"
         )
     return tree
+
+
+def check_runnable(tree: Tree) -> Tree:
+    """The rule a tree must meet to run (parsing accepts it, as NanoOWL does): no group nested
+    under a classify label, which has no region of its own. PromptError with its column."""
+    classify_outputs = set(tree.classify_labels())
+    for node in tree.nodes:
+        if node.input in classify_outputs:
+            raise PromptError(
+                f"group at column {node.column} is nested under classify label "
+                f"'{tree.labels[node.input].text}': a classify label has no region of its own; "
+                "attach the group to a detect label instead, e.g. '[a room [a lamp] "
+                "(indoors, outdoors)]'",
+                node.column,
+            )
+    return tree
+
+
+def caret_message(prompt: str, error: Exception) -> str:
+    """The error's message, then the prompt with a caret under its column (when it has one)."""
+    column = getattr(error, "column", None)
+    if column is None or not 0 <= column <= len(prompt):
+        return str(error)
+    return f"{error}\n  {prompt}\n  {' ' * column}^"

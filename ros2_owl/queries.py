@@ -9,7 +9,8 @@ The embedding is chosen the way transformers' ``image_guided_detection`` does:
 * OWLv2: with no box, the box with the highest objectness (transformers' rule); with a box, the
   same IoU candidates as OWL-ViT, and among them the highest objectness.
 
-Queries are saved as JSON (floats round-trip exactly) so a robot keeps them across restarts.
+The selection is OwlModel.reference_patch (models/owl.py, next to decoding); this module keeps
+the registered queries. Queries are saved as JSON (floats round-trip exactly) so a robot keeps them across restarts.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -25,10 +25,9 @@ from pathlib import Path
 
 import torch
 
-from .image_ops import box_iou, generalized_box_iou
+from .prompt_parser import QUERY_NAME
 
 log = logging.getLogger("ros2_owl.queries")
-QUERY_NAME = re.compile(r"[A-Za-z0-9_-]+")
 FILE_FORMAT = "ros2_owl.queries"
 FILE_VERSION = 1
 
@@ -44,31 +43,6 @@ class ReferenceQuery:
     image_size: tuple[int, int]  # (width, height) of the reference image
     box: tuple[float, float, float, float] | None  # reference box in pixels; None = whole image
     patch_index: int
-
-
-def select_query_patch(outputs: dict[str, torch.Tensor], query_box: torch.Tensor | None) -> int:
-    """Index of the patch whose class embedding becomes the query (see module docstring).
-
-    `outputs` are one image's encoder outputs (batch of 1); `query_box` is (x0, y0, x1, y1)
-    normalised to the square model input, or None for the whole image.
-    """
-    embeds = outputs["class_embeds"][0].float()
-    boxes = outputs["pred_boxes"][0].float()
-    cx, cy, w, h = boxes.unbind(-1)
-    corners = torch.stack((cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h), dim=-1)
-    objectness = outputs.get("objectness")
-    if objectness is not None and query_box is None:
-        return int(objectness[0].argmax())
-    target = torch.tensor([[0.0, 0.0, 1.0, 1.0]]) if query_box is None else query_box.view(1, 4)
-    target = target.to(corners.device, corners.dtype)
-    ious = box_iou(target, corners)[0]
-    if torch.all(ious == 0):
-        ious = generalized_box_iou(target, corners)[0]
-    selected = (ious >= ious.max() * 0.8).nonzero().squeeze(1)
-    if objectness is not None:
-        return int(selected[objectness[0].float()[selected].argmax()])
-    mean_sim = embeds[selected] @ embeds.mean(dim=0)
-    return int(selected[mean_sim.argmin()])
 
 
 class QueryStore:

@@ -31,7 +31,7 @@ def model_cache_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_owlvit_dir(model_cache_dir: Path) -> Path:
     """Tiny random OWL-ViT (hidden 32/48, 2 layers, 96 px, patch 16) saved with save_pretrained."""
-    from ros2_owl.models.random_init import ensure_random_model
+    from ros2_owl.demo.random_models import ensure_random_model
 
     return ensure_random_model("tiny-owlvit", model_cache_dir)
 
@@ -39,7 +39,7 @@ def tiny_owlvit_dir(model_cache_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_owlv2_dir(model_cache_dir: Path) -> Path:
     """Tiny random OWLv2 (hidden 32/48, 2 layers, 96 px, patch 16) saved with save_pretrained."""
-    from ros2_owl.models.random_init import ensure_random_model
+    from ros2_owl.demo.random_models import ensure_random_model
 
     return ensure_random_model("tiny-owlv2", model_cache_dir)
 
@@ -47,7 +47,7 @@ def tiny_owlv2_dir(model_cache_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_clip_dir(model_cache_dir: Path) -> Path:
     """Tiny random CLIP (hidden 32/48, 2 layers, 64 px, patch 16) saved with save_pretrained."""
-    from ros2_owl.models.random_init import ensure_random_model
+    from ros2_owl.demo.random_models import ensure_random_model
 
     return ensure_random_model("tiny-clip", model_cache_dir)
 
@@ -57,7 +57,7 @@ def clip_tokenizer(model_cache_dir: Path):
     """The real CLIP BPE tokenizer rebuilt offline, reloaded through from_pretrained."""
     from transformers import CLIPTokenizer
 
-    from ros2_owl.models.random_init import ensure_clip_tokenizer_dir
+    from ros2_owl.demo.random_models import ensure_clip_tokenizer_dir
 
     return CLIPTokenizer.from_pretrained(ensure_clip_tokenizer_dir(model_cache_dir))
 

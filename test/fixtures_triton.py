@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from ros2_owl.backends import on_device
 from ros2_owl.backends.cache import ArtefactCache
-from ros2_owl.backends.export import export_cached
+from ros2_owl.backends.export import export_cached, on_device
 from ros2_owl.backends.triton_repo import BatchingOptions, ServedEncoder, write_repository
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -132,7 +132,7 @@ def test_bfloat16_detections_match_float32(predictors):
         CONFIG,
     )
     prompt = "[a person, a car, a dog]"
-    config = PredictorConfig(threshold=0.0, nms_iou=None, max_detections=100_000)
+    config = PredictorConfig(threshold=0.0, nms_iou=None, max_detections=10_000)
     a = reference.predict(synthetic_scene(), reference.prepare(prompt), config)
     b = bf16.predict(synthetic_scene(), bf16.prepare(prompt), config)
     matched, box_drift, score_drift = match(a.detections, b.detections, BF16_BOX_TOL_PX)

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from ros2_owl import cli
+from ros2_owl.demo.fallback import weights_available
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def test_demo_falls_back_to_random_weights_loudly(
     assert "MEANINGLESS" in out and f"{image_file} (120x90): 3 detections" in out
     assert (tmp_path / "out" / "scene_owl.png").is_file()
     # a random-weight directory is never mistaken for real weights
-    assert cli.weights_available(str(tiny_owlvit_dir)) == (
+    assert weights_available(str(tiny_owlvit_dir)) == (
         False,
         f"{tiny_owlvit_dir} holds random weights",
     )

@@ -13,7 +13,8 @@ import transformers as tf
 from ros2_owl.backends import TorchImageEncoder
 from ros2_owl.models import LabelTooLongError, ModelLoadError
 from ros2_owl.models.clip import ClipModel
-from ros2_owl.models.owl import OwlModel, decode_boxes, decode_logits
+from ros2_owl.models.owl import OwlModel, box_scale, decode_boxes, decode_logits
+from ros2_owl.preprocess import Preprocessor
 
 LABELS = ["a cat", "a remote control", "two dogs on a sofa"]
 
@@ -120,3 +121,11 @@ def test_corrupt_config_is_wrapped(tmp_path, tiny_owlvit_dir):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": 42})[:-3])
     with pytest.raises(ModelLoadError, match="cannot load OWL detection model"):
         OwlModel.load(str(tmp_path))
+
+
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+
+def test_box_scale_rules():
+    assert box_scale(Preprocessor(96, "stretch", MEAN, STD), 640, 480) == (640.0, 480.0)
+    assert box_scale(Preprocessor(96, "pad", MEAN, STD), 640, 480) == (640.0, 640.0)

@@ -8,8 +8,9 @@ import torch
 import transformers as tf
 from fixtures_models import synthetic_scene
 
-from ros2_owl.image_ops import ImageError, box_iou
+from ros2_owl.boxes import box_iou
 from ros2_owl.predictor import NEUTRAL_PROMPT, PredictorConfig, TreePredictor
+from ros2_owl.preprocess import ImageError
 from ros2_owl.prompt import PromptError
 
 FLAT = PredictorConfig(threshold=0.0, scoring="exclusive", nms_iou=None, max_detections=10_000)
@@ -98,6 +99,7 @@ def test_spent_detection_budget_skips_nested_encoding(tiny_owlvit_dir):
         batches.append(pixels.shape[0])
         return encoder(pixels)
 
+    counting.max_batch = encoder.max_batch  # the backend protocol's batch limit
     predictor.owl_encoder = counting
     state = predictor.prepare("[a cat [a dog]]", threshold=0.0)
     full = predictor.predict(

@@ -28,15 +28,16 @@ def node(rclpy_context, request):
 
 def test_every_parameter_has_a_descriptor_and_is_documented_in_owl_yaml():
     _import_rclpy()
-    from ros2_owl.ros.params import PARAMS
+    from ros2_owl.ros.params import PARAMS, descriptor, parameter_type
 
     yaml_text = (REPO / "config" / "owl.yaml").read_text()
     in_yaml = set(re.findall(r"^    (\w+):", yaml_text, flags=re.M))
     assert in_yaml == {p.name for p in PARAMS}
     for spec in PARAMS:
-        d = spec.descriptor()
-        assert d.name == spec.name and d.description and d.type == spec.type_
-    read_only = {p.name for p in PARAMS if p.read_only}
+        d = descriptor(spec)
+        assert d.name == spec.name and d.description and d.type == parameter_type(spec)
+        assert d.read_only == (not spec.live)
+    read_only = {p.name for p in PARAMS if not p.live}
     assert {"model", "clip_model", "device", "backend", "image_topics"} <= read_only
     assert {"prompt", "threshold", "label_thresholds", "scoring", "nms_iou"}.isdisjoint(read_only)
 
@@ -46,13 +47,14 @@ def test_declared_types_and_rclpy_enforced_bounds(node):
     from rclpy.parameter import Parameter
 
     from ros2_owl.ros.params import declare_parameters, read_settings
+    from ros2_owl.settings import DEFAULT_PROMPT
 
     declare_parameters(node)
     assert node.describe_parameter("label_thresholds").type == ParameterType.PARAMETER_STRING_ARRAY
     assert node.get_parameter("label_thresholds").value == []
     settings = read_settings(node)
     assert settings.camera_names == () and settings.image_topics == ("image",)
-    assert settings.prompt == "[a person]" and settings.threshold == 0.1
+    assert settings.prompt == DEFAULT_PROMPT and settings.threshold == 0.1
 
     def reason(name, value):
         (result,) = node.set_parameters([Parameter(name, value=value)])

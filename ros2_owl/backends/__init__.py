@@ -8,10 +8,9 @@ are imported only when asked for; a missing runtime raises BackendError naming t
 
 from __future__ import annotations
 
-import copy
-
 import torch
 
+from ..settings import BACKENDS
 from .base import BackendError, ImageEncoderBackend, TorchImageEncoder, parse_dtype
 
 __all__ = [
@@ -22,8 +21,6 @@ __all__ = [
     "make_image_encoder",
     "resolve_dtype",
 ]
-
-BACKENDS = ("torch", "onnxruntime", "tensorrt", "triton")
 
 
 def resolve_dtype(backend: str, dtype: str) -> str:
@@ -93,16 +90,6 @@ def make_image_encoder(
     )
 
 
-def on_device(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    """The module itself when already there, else a copy: the caller's module is never moved."""
-    from .export import module_device_dtype
-
-    cur_dev, cur_dt = module_device_dtype(module)
-    if cur_dev.type == device.type and cur_dt == dtype:
-        return module.eval()
-    return copy.deepcopy(module).to(device=device, dtype=dtype).eval()
-
-
 def _make_triton(module, target, model_id, device, cache_dir, max_batch, progress):
     """The remote encoder; the local onnxruntime one only when the target's fallback asks."""
     from .triton_backend import make_triton_encoder
@@ -126,7 +113,7 @@ def _make_triton(module, target, model_id, device, cache_dir, max_batch, progres
 
 def _make_onnxruntime(module, model_id, dev, dt, cache, max_batch, force, on_invalid, progress):
     """Export (or reuse) the verified ONNX graph, then open an ORT session on it."""
-    from .export import export_cached
+    from .export import export_cached, on_device
     from .onnxruntime_backend import OnnxRuntimeImageEncoder, choose_providers, import_onnxruntime
 
     ort = import_onnxruntime()
@@ -157,4 +144,5 @@ def _make_onnxruntime(module, model_id, dev, dt, cache, max_batch, force, on_inv
         device=dev,
         output_names=module.output_names,
         image_size=module.image_size,
+        max_batch=max_batch,
     )

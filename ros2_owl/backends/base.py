@@ -40,6 +40,7 @@ class ImageEncoderBackend(Protocol):
 
     name: str
     output_names: tuple[str, ...]
+    max_batch: int  # the largest batch one call takes (0 = any): callers chunk above it
 
     def __call__(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]: ...
 
@@ -48,6 +49,7 @@ class TorchImageEncoder:
     """Runs an encoder nn.Module in eager torch on one device/dtype; outputs come back float32."""
 
     name = "torch"
+    max_batch = 0  # eager torch takes any batch
 
     def __init__(
         self, module: torch.nn.Module, device: str | torch.device = "cpu", dtype="float32"

@@ -19,9 +19,7 @@ from collections.abc import Callable, Sequence
 from ros2_owl.backends import resolve_dtype
 from ros2_owl.backends.cache import ArtefactCache, CacheError, default_cache_dir
 from ros2_owl.backends.triton_repo import WIRE_DTYPES
-
-DEFAULT_MODEL = "google/owlvit-base-patch32"
-DEFAULT_CLIP = "openai/clip-vit-base-patch32"
+from ros2_owl.settings import DEFAULT_CLIP, DEFAULT_MODEL
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -177,8 +175,7 @@ def _served(args, cache, name, model_id, module, preprocessor):
     """The verified float32 ONNX export of one encoder (from the cache) as a ServedEncoder."""
     import torch
 
-    from ros2_owl.backends import on_device
-    from ros2_owl.backends.export import export_cached
+    from ros2_owl.backends.export import export_cached, on_device
     from ros2_owl.backends.triton_repo import ServedEncoder, auto_wire_dtype
 
     cpu = on_device(module, torch.device("cpu"), torch.float32)

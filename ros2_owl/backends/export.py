@@ -9,6 +9,7 @@ module; a graph that disagrees beyond tolerance raises ExportError and is never 
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 import os
@@ -98,6 +99,14 @@ def module_device_dtype(module: torch.nn.Module) -> tuple[torch.device, torch.dt
         if p.is_floating_point():
             return p.device, p.dtype
     return torch.device("cpu"), torch.float32
+
+
+def on_device(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """The module itself when already there, else a copy: the caller's module is never moved."""
+    cur_dev, cur_dt = module_device_dtype(module)
+    if cur_dev.type == device.type and cur_dt == dtype:
+        return module.eval()
+    return copy.deepcopy(module).to(device=device, dtype=dtype).eval()
 
 
 def sample_input(module: torch.nn.Module, batch_size: int, seed: int = 0) -> torch.Tensor:

@@ -121,8 +121,10 @@ class OnnxRuntimeImageEncoder:
         threads: int | None = None,
         providers: Sequence[str] | None = None,
         image_size: int | None = None,
+        max_batch: int = 0,
     ) -> None:
         ort = import_onnxruntime()
+        self.max_batch = max_batch  # the export's batch profile (0 = not bounded)
         self.onnx_path = Path(onnx_path)
         self.device = torch.device(device)
         if self.device.type == "cuda" and self.device.index is None:

@@ -25,6 +25,7 @@ from ros2_owl.backends.export import (
     compare,
     encoder_attrs,
     export_cached,
+    on_device,
     sample_input,
     torch_outputs,
 )
@@ -280,8 +281,6 @@ def make_tensorrt_encoder(
         raise BackendError(f"backend 'tensorrt' builds float16 or float32 engines, not {dtype}")
     names, size = encoder_attrs(module)
     cache = cache or ArtefactCache()
-    from ros2_owl.backends import on_device
-
     module = on_device(module, dev, torch.float32)
     onnx_entry = export_cached(
         module,

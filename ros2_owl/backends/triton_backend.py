@@ -25,12 +25,13 @@ import numpy as np
 import torch
 
 from ros2_owl.backends.base import BackendError
-from ros2_owl.backends.triton_repo import CLIP_MODEL_NAME, OWL_MODEL_NAME, V2_TYPES
+from ros2_owl.backends.triton_repo import V2_TYPES
+from ros2_owl.settings import SCHEMA, TRITON_FALLBACKS
 
 LOG = logging.getLogger(__name__)
 WIRE_BY_V2 = {v: k for k, v in V2_TYPES.items()}
 LEVEL_TOLERANCE = 0.01  # grey levels: above this a batch is not whole levels and uint8 rounds it
-FALLBACKS = ("none", "local")
+FALLBACKS = TRITON_FALLBACKS
 
 
 class TritonUnavailable(BackendError):
@@ -45,16 +46,18 @@ class TritonModelMismatch(BackendError):
 class TritonOptions:
     """How to reach the server: gRPC url, model names, deadline, TLS and header auth, fallback."""
 
-    url: str = "localhost:8001"
-    owl_model: str = OWL_MODEL_NAME
-    clip_model: str = CLIP_MODEL_NAME
-    timeout_s: float = 10.0
+    url: str = SCHEMA["triton_url"].default
+    owl_model: str = SCHEMA["triton_owl_model"].default
+    clip_model: str = SCHEMA["triton_clip_model"].default
+    timeout_s: float = SCHEMA["triton_timeout"].default
     ssl: bool = False
     root_certificates: str = ""  # PEM file; "" = gRPC's default roots
     private_key: str = ""  # PEM file for client-certificate (mutual) TLS
     certificate_chain: str = ""
     headers: tuple[tuple[str, str], ...] = ()  # e.g. (("authorization", "Bearer ..."),)
-    fallback: str = "none"  # "local": a warning and the local onnxruntime backend at start
+    fallback: str = SCHEMA[
+        "triton_fallback"
+    ].default  # "local": a warning and the local onnxruntime backend at start
     retry_initial_s: float = 0.5
     retry_max_s: float = 8.0
 

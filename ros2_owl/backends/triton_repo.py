@@ -30,9 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from ros2_owl.backends.export import INPUT_NAME, TOLERANCES, ExportError, compare
+from ros2_owl.settings import TRITON_CLIP_MODEL, TRITON_OWL_MODEL
 
-OWL_MODEL_NAME = "owl_image_encoder"
-CLIP_MODEL_NAME = "clip_image_encoder"
+OWL_MODEL_NAME = TRITON_OWL_MODEL
+CLIP_MODEL_NAME = TRITON_CLIP_MODEL
 WIRE_DTYPES = ("auto", "uint8", "float16", "float32")
 # Triton's model-config enum names and the KServe-v2 wire names for each wire dtype.
 TRITON_TYPES = {"uint8": "TYPE_UINT8", "float16": "TYPE_FP16", "float32": "TYPE_FP32"}

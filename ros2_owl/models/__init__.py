@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .random_init import MARKER_FILE, is_random_weights
-
 log = logging.getLogger("ros2_owl.models")
 T = TypeVar("T")
+MARKER_FILE = "RANDOM_WEIGHTS.md"  # written next to random weights (ros2_owl.demo.random_models)
+INFO_FILE = "ros2_owl_random_init.json"
 
 
 class ModelLoadError(RuntimeError):
@@ -55,8 +57,20 @@ def quiet_progress() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _offline() -> bool:
+def hub_offline() -> bool:
+    """True when HF_HUB_OFFLINE asks for no network (the values huggingface_hub accepts)."""
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def is_random_weights(path: str | os.PathLike) -> bool:
+    """True when a model directory carries the random-weight marker (its results are noise)."""
+    info = Path(path) / INFO_FILE
+    if not info.is_file():
+        return False
+    try:
+        return bool(json.loads(info.read_text()).get("random_weights", False))
+    except (OSError, ValueError):
+        return True  # a damaged marker still means "not a trained model"
 
 
 def load_pretrained(
@@ -84,7 +98,9 @@ def load_pretrained(
         model_id = str(path)
         where = f"local directory {model_id!r}"
     else:
-        where = f"hub id {model_id!r}" + (" (offline mode: HF_HUB_OFFLINE=1)" if _offline() else "")
+        where = f"hub id {model_id!r}" + (
+            " (offline mode: HF_HUB_OFFLINE=1)" if hub_offline() else ""
+        )
     try:
         with quiet_progress():
             result = load(model_id)
@@ -97,7 +113,7 @@ def load_pretrained(
             hint = (
                 "; the weights are neither in the local Hugging Face cache nor downloadable "
                 "(no network or offline mode): download them once or pass a local directory"
-                if "connect" in str(error).lower() or _offline()
+                if "connect" in str(error).lower() or hub_offline()
                 else "; check the hub id spelling"
             )
         raise ModelLoadError(
@@ -114,11 +130,66 @@ def load_pretrained(
     return result
 
 
-def model_dtype(dtype: Any):
-    """torch dtype for a user-facing name (float32/float16/bfloat16)."""
-    from ..backends.base import parse_dtype
+@dataclass(frozen=True)
+class LoadedModel:
+    """What a transformers checkpoint gives a wrapper: the model on its device and the rest."""
 
-    return parse_dtype(dtype)
+    model_type: str
+    model: Any
+    tokenizer: Any
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    random_weights: bool
 
 
-__all__ = ["LabelTooLongError", "ModelLoadError", "load_pretrained", "looks_like_path"]
+def load_transformers_model(
+    what: str,
+    family: str,
+    model_id: str,
+    classes: Mapping[str, str],
+    *,
+    device: str,
+    cache_dir: str | None,
+) -> LoadedModel:
+    """Load a checkpoint whose model_type is a key of `classes` (model_type -> transformers
+    class name) with its processor, and move it to `device`; ModelLoadError otherwise."""
+    import transformers as tf
+
+    def load(source: str):
+        config = tf.AutoConfig.from_pretrained(source, cache_dir=cache_dir)
+        model_type = getattr(config, "model_type", "?")
+        if model_type not in classes:
+            raise ModelLoadError(
+                f"{source!r} is a {model_type!r} model, not {family} "
+                f"(expected model_type {' or '.join(repr(k) for k in classes)} in config.json)"
+            )
+        model = getattr(tf, classes[model_type]).from_pretrained(source, cache_dir=cache_dir)
+        processor = tf.AutoProcessor.from_pretrained(source, cache_dir=cache_dir)
+        return model_type, model, processor
+
+    model_type, model, processor = load_pretrained(what, model_id, load)
+    try:
+        model = model.to(device).eval()
+    except (RuntimeError, AssertionError) as error:
+        raise ModelLoadError(f"cannot move {model_id!r} to device {device!r}: {error}") from error
+    images = processor.image_processor
+    return LoadedModel(
+        model_type=model_type,
+        model=model,
+        tokenizer=processor.tokenizer,
+        mean=tuple(float(v) for v in images.image_mean),
+        std=tuple(float(v) for v in images.image_std),
+        random_weights=is_random_weights(model_id),
+    )
+
+
+__all__ = [
+    "LabelTooLongError",
+    "LoadedModel",
+    "ModelLoadError",
+    "hub_offline",
+    "is_random_weights",
+    "load_pretrained",
+    "load_transformers_model",
+    "looks_like_path",
+]

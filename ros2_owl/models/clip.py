@@ -1,18 +1,26 @@
-"""CLIP for region classification: image encoder module, cached text encoder, scaled cosines."""
+"""CLIP for region classification: image encoder module, cached text encoder, classify.
+
+Classify groups: with two or more labels the scores are the softmax of CLIP's scaled cosines
+among the sibling labels (they sum to 1). A single-label group would always score 1.0 that
+way, so it is scored against a fixed neutral prompt instead: score = sigmoid(logit_scale *
+(cos(region, label) - cos(region, NEUTRAL_PROMPT))), the two-way softmax of label vs "a photo
+of something". 0.5 means the label describes the region no better than a generic caption.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..image_ops import Preprocessor
-from . import ModelLoadError, load_pretrained
-from .random_init import is_random_weights
+from ..preprocess import Preprocessor, crop_regions
+from . import load_transformers_model
 from .text_cache import CachedTextEncoder, TextEmbeddingCache
 
 CLIP_TEXT_TOKENS = 77
+NEUTRAL_PROMPT = "a photo of something"
 
 
 class ClipImageEncoder(nn.Module):
@@ -64,37 +72,41 @@ class ClipModel(CachedTextEncoder):
     @classmethod
     def load(cls, model_id: str, device: str = "cpu", cache_dir: str | None = None) -> ClipModel:
         """Load CLIPModel + processor from a hub id or directory (ModelLoadError on failure)."""
-        import transformers as tf
-
-        def _load(source: str):
-            config = tf.AutoConfig.from_pretrained(source, cache_dir=cache_dir)
-            if getattr(config, "model_type", "?") != "clip":
-                raise ModelLoadError(
-                    f"{source!r} is a {getattr(config, 'model_type', '?')!r} model, not CLIP "
-                    "(expected model_type 'clip' in config.json)"
-                )
-            model = tf.CLIPModel.from_pretrained(source, cache_dir=cache_dir)
-            processor = tf.AutoProcessor.from_pretrained(source, cache_dir=cache_dir)
-            return model, processor
-
-        model, processor = load_pretrained("CLIP classification", model_id, _load)
-        try:
-            model = model.to(device).eval()
-        except (RuntimeError, AssertionError) as error:
-            raise ModelLoadError(
-                f"cannot move {model_id!r} to device {device!r}: {error}"
-            ) from error
-        ip = processor.image_processor
+        loaded = load_transformers_model(
+            "CLIP classification",
+            "CLIP",
+            model_id,
+            {"clip": "CLIPModel"},
+            device=device,
+            cache_dir=cache_dir,
+        )
+        model = loaded.model
         info = ClipInfo(
             model_id=str(model_id),
             image_size=int(model.config.vision_config.image_size),
             embed_dim=int(model.config.projection_dim),
             logit_scale=float(model.logit_scale.detach().exp()),
-            random_weights=is_random_weights(model_id),
+            random_weights=loaded.random_weights,
         )
-        mean = tuple(float(v) for v in ip.image_mean)
-        std = tuple(float(v) for v in ip.image_std)
-        return cls(model, processor.tokenizer, info, mean, std)
+        return cls(model, loaded.tokenizer, info, loaded.mean, loaded.std)
+
+    def pixels(self, image: torch.Tensor, boxes: Sequence[Sequence[float]] | None) -> torch.Tensor:
+        """Model input [R, 3, S, S]: the whole image (boxes None, CLIPProcessor's rule) or crops."""
+        if boxes is None:
+            return self.preprocess_image(image)[None]
+        return crop_regions(image, boxes, self.preprocess_region)[0]
+
+    def group_texts(
+        self, groups: Sequence[Sequence[str]]
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Text embeddings [K, D] per classify group, and NEUTRAL_PROMPT's [1, D] when a group
+        has a single label (None otherwise); one batched (cached) text-encoder call."""
+        texts = [t for group in groups for t in group]
+        if any(len(group) == 1 for group in groups):
+            texts.append(NEUTRAL_PROMPT)
+        embeds = dict(zip(texts, self.encode_text(texts), strict=True))
+        per_group = [torch.stack([embeds[t] for t in group]) for group in groups]
+        return per_group, embeds[NEUTRAL_PROMPT][None] if NEUTRAL_PROMPT in embeds else None
 
     @torch.inference_mode()
     def _run_text(self, texts: list[str]) -> torch.Tensor:
@@ -110,3 +122,12 @@ class ClipModel(CachedTextEncoder):
         img = image_embeds.float()
         img = img / torch.linalg.norm(img, dim=-1, keepdim=True)
         return self.info.logit_scale * img @ text_embeds.to(img.device, torch.float32).T
+
+    def classify(
+        self, image_embeds: torch.Tensor, texts: torch.Tensor, neutral: torch.Tensor | None
+    ) -> torch.Tensor:
+        """One region's label probabilities [K] (see the module docstring for the two rules)."""
+        logits = self.logits(image_embeds, texts)[0]
+        if logits.numel() == 1:
+            return torch.sigmoid(logits - self.logits(image_embeds, neutral)[0])
+        return torch.softmax(logits, dim=0)

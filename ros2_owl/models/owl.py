@@ -2,18 +2,24 @@
 
 The split reproduces ``OwlViTForObjectDetection.forward`` / ``Owlv2ForObjectDetection.forward``
 (same submodules, same maths), so text is encoded once per prompt and an image once per region.
+Decoding is the model's: ``OwlModel.decode`` scores patches against a prompt's queries and
+returns typed ``Candidates`` in input-image pixels (the inverse of the model's square rule,
+clipped to the encoded region); ``reference_patch`` picks a reference query's patch the way
+transformers' ``image_guided_detection`` does (rules in ros2_owl/queries.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from ..image_ops import Preprocessor, cxcywh_to_xyxy
-from . import ModelLoadError, load_pretrained
-from .random_init import is_random_weights
+from ..boxes import box_iou, cxcywh_to_xyxy, generalized_box_iou
+from ..preprocess import Preprocessor, crop_regions, image_size
+from . import load_transformers_model
 from .text_cache import CachedTextEncoder, TextEmbeddingCache
 
 OWL_TEXT_TOKENS = 16
@@ -74,6 +80,68 @@ def decode_boxes(outputs: dict[str, torch.Tensor]) -> torch.Tensor:
     return cxcywh_to_xyxy(outputs["pred_boxes"].float())
 
 
+def select_query_patch(outputs: dict[str, torch.Tensor], query_box: torch.Tensor | None) -> int:
+    """Index of the patch whose class embedding becomes a reference query (see queries.py).
+
+    `outputs` are one image's encoder outputs (batch of 1); `query_box` is (x0, y0, x1, y1)
+    normalised to the square model input, or None for the whole image.
+    """
+    embeds = outputs["class_embeds"][0].float()
+    corners = decode_boxes(outputs)[0]
+    objectness = outputs.get("objectness")
+    if objectness is not None and query_box is None:
+        return int(objectness[0].argmax())
+    target = torch.tensor([[0.0, 0.0, 1.0, 1.0]]) if query_box is None else query_box.view(1, 4)
+    target = target.to(corners.device, corners.dtype)
+    ious = box_iou(target, corners)[0]
+    if torch.all(ious == 0):
+        ious = generalized_box_iou(target, corners)[0]
+    selected = (ious >= ious.max() * 0.8).nonzero().squeeze(1)
+    if objectness is not None:
+        return int(selected[objectness[0].float()[selected].argmax()])
+    mean_sim = embeds[selected] @ embeds.mean(dim=0)
+    return int(selected[mean_sim.argmin()])
+
+
+def box_scale(preprocessor: Preprocessor, width: int, height: int) -> tuple[float, float]:
+    """Multipliers from normalised model boxes to pixels of a (width x height) input: the
+    inverse of the model's square rule (OWL-ViT stretches, OWLv2 pads to the longer side)."""
+    if preprocessor.mode == "pad":
+        side = float(max(width, height))
+        return side, side
+    if preprocessor.mode == "stretch":
+        return float(width), float(height)
+    raise ValueError(f"boxes are not defined for preprocessing mode {preprocessor.mode!r}")
+
+
+Frame = tuple[int, int, int, int]  # (x0, y0, x1, y1) of an encoded region in input pixels
+
+
+@dataclass(frozen=True)
+class DetectJob:
+    """One detect group on one encoded region: what decode scores and where its boxes go."""
+
+    row: int  # the region's row in the encoder outputs
+    region_id: int  # 0 = the whole image, else the parent detection's id
+    frame: Frame
+    queries: torch.Tensor  # [K, D] the group's query embeddings
+    labels: tuple[int, ...]  # label index of each query
+    thresholds: tuple[float, ...]  # score threshold of each query
+
+
+class Candidates(NamedTuple):
+    """Scored boxes before NMS, one per row; boxes in input-image pixels."""
+
+    scores: torch.Tensor  # [N]
+    labels: torch.Tensor  # [N] label index
+    boxes: torch.Tensor  # [N, 4] (x0, y0, x1, y1)
+    parents: torch.Tensor  # [N] region id
+
+    @staticmethod
+    def cat(parts: Sequence[Candidates]) -> Candidates:
+        return Candidates(*(torch.cat(column) for column in zip(*parts, strict=True)))
+
+
 @dataclass(frozen=True)
 class OwlInfo:
     """What the predictor needs to know about a loaded OWL model."""
@@ -86,7 +154,7 @@ class OwlInfo:
 
 
 class OwlModel(CachedTextEncoder):
-    """A loaded OWL-ViT/OWLv2: text encoder with a per-label cache, image encoder module, decode."""
+    """A loaded OWL-ViT/OWLv2: cached text encoder, image encoder module, preprocess, decode."""
 
     max_text_tokens = OWL_TEXT_TOKENS
     text_model_name = "OWL"
@@ -105,41 +173,84 @@ class OwlModel(CachedTextEncoder):
     @classmethod
     def load(cls, model_id: str, device: str = "cpu", cache_dir: str | None = None) -> OwlModel:
         """Load model + processor from a hub id or directory (ModelLoadError on failure)."""
-        import transformers as tf
-
-        def _load(source: str):
-            config = tf.AutoConfig.from_pretrained(source, cache_dir=cache_dir)
-            model_type = getattr(config, "model_type", "?")
-            classes = {"owlvit": tf.OwlViTForObjectDetection, "owlv2": tf.Owlv2ForObjectDetection}
-            if model_type not in classes:
-                raise ModelLoadError(
-                    f"{source!r} is a {model_type!r} model, not OWL-ViT or OWLv2 "
-                    "(expected model_type 'owlvit' or 'owlv2' in config.json)"
-                )
-            model = classes[model_type].from_pretrained(source, cache_dir=cache_dir)
-            processor = tf.AutoProcessor.from_pretrained(source, cache_dir=cache_dir)
-            return model_type, model, processor
-
-        model_type, model, processor = load_pretrained("OWL detection", model_id, _load)
-        try:
-            model = model.to(device).eval()
-        except (RuntimeError, AssertionError) as error:
-            raise ModelLoadError(
-                f"cannot move {model_id!r} to device {device!r}: {error}"
-            ) from error
-        image_processor = processor.image_processor
-        size = int(model.config.vision_config.image_size)
-        mean = tuple(float(v) for v in image_processor.image_mean)
-        std = tuple(float(v) for v in image_processor.image_std)
-        mode = "pad" if model_type == "owlv2" else "stretch"
+        loaded = load_transformers_model(
+            "OWL detection",
+            "OWL-ViT or OWLv2",
+            model_id,
+            {"owlvit": "OwlViTForObjectDetection", "owlv2": "Owlv2ForObjectDetection"},
+            device=device,
+            cache_dir=cache_dir,
+        )
+        config = loaded.model.config
+        size = int(config.vision_config.image_size)
+        mode = "pad" if loaded.model_type == "owlv2" else "stretch"
         info = OwlInfo(
             model_id=str(model_id),
-            kind=model_type,
+            kind=loaded.model_type,
             image_size=size,
-            embed_dim=int(model.config.text_config.hidden_size),
-            random_weights=is_random_weights(model_id),
+            embed_dim=int(config.text_config.hidden_size),
+            random_weights=loaded.random_weights,
         )
-        return cls(model, processor.tokenizer, info, Preprocessor(size, mode, mean, std, 0.0))
+        preprocessor = Preprocessor(size, mode, loaded.mean, loaded.std, 0.0)
+        return cls(loaded.model, loaded.tokenizer, info, preprocessor)
+
+    # ------------------------------------------------------------------ image side
+
+    def pixels(self, image: torch.Tensor, boxes: Sequence[Sequence[float]] | None):
+        """Model input [R, 3, S, S] and each row's frame: the whole image (boxes None) or crops."""
+        if boxes is None:
+            width, height = image_size(image)
+            return self.preprocessor(image)[None], [(0, 0, width, height)]
+        return crop_regions(image, boxes, self.preprocessor)
+
+    def to_pixels(self, boxes: torch.Tensor, frame: Frame) -> torch.Tensor:
+        """Normalised boxes of one encoded region -> input pixels, clipped to that region."""
+        x0, y0, x1, y1 = frame
+        sx, sy = box_scale(self.preprocessor, x1 - x0, y1 - y0)
+        scale = torch.tensor([sx, sy, sx, sy], device=boxes.device)
+        offset = torch.tensor([x0, y0, x0, y0], device=boxes.device, dtype=torch.float32)
+        limit = torch.tensor([x1, y1, x1, y1], device=boxes.device, dtype=boxes.dtype)
+        return torch.minimum(torch.maximum(boxes * scale + offset, offset), limit)
+
+    def decode(
+        self, outputs: dict[str, torch.Tensor], jobs: Sequence[DetectJob], exclusive: bool
+    ) -> Candidates:
+        """Score every job's patches against its queries, keep those over their thresholds.
+
+        `exclusive` keeps only each patch's best label of its group (NanoOWL's rule).
+        """
+        boxes = decode_boxes(outputs)
+        parts = []
+        for job in jobs:
+            one = {k: v[job.row : job.row + 1] for k, v in outputs.items()}
+            scores = torch.sigmoid(decode_logits(one, job.queries)[0])
+            keep = scores > torch.tensor(job.thresholds, device=scores.device)
+            if exclusive:
+                best = torch.zeros_like(keep).scatter_(1, scores.argmax(dim=1, keepdim=True), True)
+                keep &= best
+            patch, k = keep.nonzero(as_tuple=True)
+            labels = torch.tensor(job.labels, device=scores.device)
+            pixel_boxes = self.to_pixels(boxes[job.row], job.frame)
+            parts.append(
+                Candidates(
+                    scores[patch, k],
+                    labels[k],
+                    pixel_boxes[patch],
+                    torch.full_like(k, job.region_id),
+                )
+            )
+        return Candidates.cat(parts)
+
+    def reference_patch(
+        self, outputs: dict[str, torch.Tensor], box: Sequence[float] | None, frame: Frame
+    ) -> int:
+        """The patch a reference query takes (box in pixels of the `frame` image, None = all)."""
+        norm = None
+        if box is not None:
+            sx, sy = box_scale(self.preprocessor, frame[2] - frame[0], frame[3] - frame[1])
+            x0, y0, x1, y1 = (float(v) for v in box)
+            norm = torch.tensor([x0 / sx, y0 / sy, x1 / sx, y1 / sy])
+        return select_query_patch(outputs, norm)
 
     # ------------------------------------------------------------------ text
 

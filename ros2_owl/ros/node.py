@@ -23,7 +23,7 @@ from ros2_owl.backends.triton_backend import TritonOptions, parse_headers
 from ros2_owl.draw import draw_result
 from ros2_owl.msg import TreeDetectionArray
 from ros2_owl.predictor import PredictorConfig, PromptState, TreePredictor
-from ros2_owl.prompt import PromptError
+from ros2_owl.prompt import PromptError, caret_message
 from ros2_owl.ros import messages
 from ros2_owl.ros.cameras import (
     Camera,
@@ -42,13 +42,8 @@ from ros2_owl.ros.diagnostics import (
     encoder_facts,
     node_status,
 )
-from ros2_owl.ros.params import (
-    Settings,
-    declare_parameters,
-    format_label_thresholds,
-    read_settings,
-    validate_parameter,
-)
+from ros2_owl.ros.params import declare_parameters, read_settings, validate_parameter
+from ros2_owl.settings import Settings, format_label_thresholds
 from ros2_owl.srv import RegisterQuery, SetPrompt
 
 __all__ = ["OwlNode", "StartupError", "main"]
@@ -72,26 +67,8 @@ class Active:
     key: tuple  # (prompt, label_thresholds) the state was built from
 
 
-def prompt_error_text(prompt: str, exc: Exception) -> str:
-    """The PromptError message plus the prompt with a caret under the column."""
-    column = getattr(exc, "column", None)
-    if column is None or not 0 <= column <= len(prompt):
-        return str(exc)
-    return f"{exc}\n  {prompt}\n  {' ' * column}^"
-
-
-def predictor_config(s: Settings) -> PredictorConfig:
-    return PredictorConfig(
-        threshold=s.threshold,
-        scoring=s.scoring,
-        nms_iou=s.nms_iou if s.nms_iou > 0 else None,
-        max_detections=s.max_detections,
-        max_regions=s.max_regions,
-    )
-
-
 def triton_options(s: Settings) -> TritonOptions:
-    """The triton_* parameters as the backend's options."""
+    """The triton_* settings as the backend's options."""
     return TritonOptions(
         url=s.triton_url,
         owl_model=s.triton_owl_model,
@@ -145,7 +122,7 @@ class OwlNode(Node):
         try:
             self._active = self._build(s)
         except (PromptError, ValueError) as exc:
-            raise StartupError(f"prompt parameter: {prompt_error_text(s.prompt, exc)}") from exc
+            raise StartupError(f"prompt parameter: {caret_message(s.prompt, exc)}") from exc
         self._pending: tuple[Settings, Active] | None = None
         # image encoders may not be re-entrant (one TensorRT execution context): the worker's
         # predict and a query registration on the executor thread take turns
@@ -178,7 +155,7 @@ class OwlNode(Node):
                 device=s.device,
                 dtype=s.dtype,
                 backend=s.backend,
-                config=predictor_config(s),
+                config=s.predictor_config(),
                 cache_dir=s.cache_dir or None,
                 triton=triton_options(s) if s.backend == "triton" else None,
             )
@@ -221,7 +198,7 @@ class OwlNode(Node):
             state = reuse.state
         else:
             state = self.predictor.prepare(s.prompt, label_thresholds=s.label_threshold_map())
-        return Active(state=state, config=predictor_config(s), key=key)
+        return Active(state=state, config=s.predictor_config(), key=key)
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         """Validate, and build the new state now; a rejected change leaves everything as it was."""
@@ -234,7 +211,7 @@ class OwlNode(Node):
             active = self._build(candidate, reuse=self._active)
         except (PromptError, ValueError) as exc:
             return SetParametersResult(
-                successful=False, reason=prompt_error_text(candidate.prompt, exc)
+                successful=False, reason=caret_message(candidate.prompt, exc)
             )
         self._pending = (candidate, active)
         return SetParametersResult(successful=True)
@@ -255,11 +232,11 @@ class OwlNode(Node):
     def _srv_set_prompt(self, req: SetPrompt.Request, resp: SetPrompt.Response):
         s = self._settings
         overrides = {t.label: float(t.threshold) for t in req.thresholds}
-        bad = [k for k, v in overrides.items() if not 0.0 <= v <= 1.0 or not k.strip()]
-        if bad:
-            resp.success, resp.message = False, f"thresholds must be in [0, 1] for labels: {bad}"
-            return resp
         label_thresholds = tuple(format_label_thresholds(overrides)) if req.thresholds else None
+        bad = label_thresholds and validate_parameter("label_thresholds", label_thresholds)
+        if bad:
+            resp.success, resp.message = False, bad
+            return resp
         candidate = replace(
             s,
             prompt=req.prompt,
@@ -272,7 +249,7 @@ class OwlNode(Node):
             active = self._build(candidate, reuse=self._active)
         except (PromptError, ValueError) as exc:
             resp.success = False
-            resp.message = prompt_error_text(req.prompt, exc)
+            resp.message = caret_message(req.prompt, exc)
             return resp
         self._settings, self._active = candidate, active  # the swap frames see
         changes = [Parameter("prompt", value=candidate.prompt)]

@@ -4,7 +4,8 @@ No weights can be downloaded on an offline machine, so these models are built fr
 configs with fixed seeds and saved with ``save_pretrained``; they then load through exactly the
 same ``from_pretrained`` path a user takes with a hub id. Every saved directory carries a
 ``RANDOM_WEIGHTS.md`` marker and a ``ros2_owl_random_init.json`` file whose ``random_weights``
-key is ``true``, so loaders can warn loudly that detections are meaningless.
+key is ``true``, so loaders can warn loudly that detections are meaningless. The model loading
+path never needs this module: it only reads the markers (ros2_owl.models.is_random_weights).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-MARKER_FILE = "RANDOM_WEIGHTS.md"
-INFO_FILE = "ros2_owl_random_init.json"
+from ..models import INFO_FILE, MARKER_FILE
+
 _BUILDER_VERSION = 2
 _VOCAB_SIZE = 49408
 _MERGE_COUNT = 49152 - 256 - 2
@@ -105,17 +106,6 @@ def default_cache_dir() -> Path:
     """Where random models live unless told otherwise (ROS2_OWL_CACHE or ~/.cache/ros2_owl)."""
     root = os.environ.get("ROS2_OWL_CACHE") or Path.home() / ".cache" / "ros2_owl"
     return Path(root) / "random-models"
-
-
-def is_random_weights(path: str | os.PathLike) -> bool:
-    """True when a model directory was written by this module (weights are random)."""
-    info = Path(path) / INFO_FILE
-    if not info.is_file():
-        return False
-    try:
-        return bool(json.loads(info.read_text()).get("random_weights", False))
-    except (OSError, ValueError):
-        return True  # a damaged marker still means "not a trained model"
 
 
 # --------------------------------------------------------------------------- tokenizer
@@ -267,7 +257,7 @@ def _reinit(model, std: float) -> None:
 def _marker_text(spec: RandomModelSpec) -> str:
     return (
         f"# RANDOM WEIGHTS — {spec.name}\n\n"
-        "This model was built by ros2_owl.models.random_init from a transformers config with a\n"
+        "This model was built by ros2_owl.demo.random_models from a transformers config with a\n"
         f"fixed seed ({spec.seed}). Its weights are random: detections and classifications are\n"
         "meaningless. It exists for tests, benchmarks and offline demos only. Use a hub id such as\n"
         "google/owlvit-base-patch32 or a local directory with trained weights for real results.\n"
@@ -276,7 +266,7 @@ def _marker_text(spec: RandomModelSpec) -> str:
 
 def save_random_model(spec: RandomModelSpec, directory: str | os.PathLike) -> Path:
     """Build `spec` and save model + processor + random-weight markers into `directory`."""
-    from . import quiet_progress
+    from ..models import quiet_progress
 
     directory = Path(directory)
     model, processor = _build(spec)

@@ -1,4 +1,4 @@
-"""Tensor image ops for the predictor: input checks, model preprocessing, region crops, boxes, NMS.
+"""Model input preparation on tensors: input checks, resize kernels, per-model square rules, crops.
 
 Everything runs in torch on the image's device (no PIL round trip per frame, no torchvision).
 
@@ -8,7 +8,7 @@ Preprocessing mirrors transformers 5.24's processors:
   resize runs on uint8 (torch's PIL-style kernel, as transformers' torchvision backend does);
   the PIL backend rounds its two passes in another order for some sizes, so on camera-like
   images the two differ by at most 2 grey levels (0.03 after normalising), < 1/3 level on
-  average (test_image_ops). Float images and non-CPU devices resize in float.
+  average (test_preprocess). Float images and non-CPU devices resize in float.
 * OWLv2: rescale, pad to a square at the bottom/right with ``pad_value`` (0.0 = black, what
   transformers 5.24's processor uses), then scikit-image style resize: a Gaussian anti-alias
   filter (sigma = (factor - 1) / 2, mirror edges) and linear interpolation, computed as one
@@ -19,6 +19,7 @@ Region crops take the parent box rounded outward to whole pixels and clipped to 
 then treat the crop exactly like a whole input image for that model; the square rule per model
 is the padding rule (OWL-ViT stretches, OWLv2 pads bottom/right with ``pad_value``, CLIP pads the
 short side equally on both sides with the normalisation mean, i.e. zeros after normalising).
+Mapping model boxes back to pixels is the model's job (models/owl.py).
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-MAX_SIDE = 8192
-MAX_PIXELS = 40_000_000  # 8K UHD (7680x4320 = 33.2 MP) fits
+from .settings import MAX_IMAGE_PIXELS as MAX_PIXELS
+from .settings import MAX_IMAGE_SIDE as MAX_SIDE
 
 
 class ImageError(ValueError):
@@ -250,15 +251,6 @@ class Preprocessor:
             raise ValueError(f"unknown preprocessing mode {self.mode!r}")
         return normalize(x, self.mean, self.std)
 
-    def box_scale(self, width: int, height: int) -> tuple[float, float]:
-        """Multipliers from normalised model boxes to pixels of a (width x height) input."""
-        if self.mode == "pad":
-            side = float(max(width, height))
-            return side, side
-        if self.mode == "stretch":
-            return float(width), float(height)
-        raise ValueError(f"boxes are not defined for preprocessing mode {self.mode!r}")
-
 
 def crop_box_pixels(box: Sequence[float], width: int, height: int) -> tuple[int, int, int, int]:
     """Round a box outward to whole pixels, clip it to the image, keep it at least 1 px wide."""
@@ -281,96 +273,3 @@ def crop_regions(
     if not crops:
         return image.new_zeros((0, 3, 1, 1), dtype=torch.float32), []
     return torch.stack(crops), pixel_boxes
-
-
-# --------------------------------------------------------------------------- boxes
-
-
-def cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
-    """(cx, cy, w, h) -> (x0, y0, x1, y1)."""
-    cx, cy, w, h = boxes.unbind(-1)
-    return torch.stack((cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h), dim=-1)
-
-
-def box_area(boxes: torch.Tensor) -> torch.Tensor:
-    """Area of (x0, y0, x1, y1) boxes (0 for inverted boxes)."""
-    return (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(
-        min=0
-    )
-
-
-def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pairwise IoU [N, M] of xyxy boxes (0 where the union is empty)."""
-    top_left = torch.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = (bottom_right - top_left).clamp(min=0).prod(-1)
-    union = box_area(a)[:, None] + box_area(b)[None, :] - inter
-    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
-
-
-def generalized_box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pairwise generalised IoU [N, M] of xyxy boxes."""
-    top_left = torch.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = (bottom_right - top_left).clamp(min=0).prod(-1)
-    union = box_area(a)[:, None] + box_area(b)[None, :] - inter
-    hull_tl = torch.minimum(a[:, None, :2], b[None, :, :2])
-    hull_br = torch.maximum(a[:, None, 2:], b[None, :, 2:])
-    hull = (hull_br - hull_tl).clamp(min=0).prod(-1)
-    iou = inter / union.clamp(min=1e-12)
-    return iou - (hull - union) / hull.clamp(min=1e-12)
-
-
-def _greedy_keep(suppresses: np.ndarray) -> np.ndarray:
-    """Greedy pass over a score-sorted [N, N] 'i suppresses j' matrix; returns the keep mask."""
-    n = suppresses.shape[0]
-    keep = np.ones(n, dtype=bool)
-    for i in range(n):
-        if keep[i]:
-            keep[i + 1 :] &= ~suppresses[i, i + 1 :]
-    return keep
-
-
-def _suppression_matrix(boxes: torch.Tensor, iou_threshold: float) -> np.ndarray:
-    """IoU > threshold as a bool matrix; numpy on CPU (small ops stall torch's thread pool)."""
-    if boxes.device.type != "cpu":
-        return (box_iou(boxes, boxes) > iou_threshold).cpu().numpy()
-    b = boxes.detach().float().numpy()
-    area = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    w = np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0])
-    h = np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1])
-    inter = np.clip(w, 0, None) * np.clip(h, 0, None)
-    union = area[:, None] + area[None, :] - inter
-    return inter > iou_threshold * union  # IoU > t without dividing (0 when union is 0)
-
-
-def nms(
-    boxes: torch.Tensor,
-    scores: torch.Tensor,
-    iou_threshold: float,
-    groups: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Exact greedy NMS; kept indices sorted by score (desc, stable).
-
-    With `groups`, a box only suppresses boxes of the same group (class-aware NMS). IoUs are
-    computed in torch on the boxes' device, one group at a time; the greedy pass runs on CPU.
-    """
-    if boxes.numel() == 0:
-        return torch.zeros(0, dtype=torch.long, device=boxes.device)
-    if groups is None:
-        groups = torch.zeros(boxes.shape[0], dtype=torch.long, device=boxes.device)
-    kept = []
-    for group in torch.unique(groups).tolist():
-        members = (groups == group).nonzero().squeeze(1)
-        order = members[torch.argsort(scores[members], descending=True, stable=True)]
-        suppresses = _suppression_matrix(boxes[order], iou_threshold)
-        kept.append(order[torch.from_numpy(_greedy_keep(suppresses)).to(order.device)])
-    kept = torch.cat(kept)
-    return kept[torch.argsort(scores[kept], descending=True, stable=True)]
-
-
-def batched_nms(
-    boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, iou_threshold: float
-) -> torch.Tensor:
-    """NMS within each group id only (class-aware); kept indices sorted by score desc."""
-    return nms(boxes, scores, iou_threshold, groups=groups)

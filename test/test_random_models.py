@@ -8,7 +8,8 @@ import pytest
 import torch
 import transformers as tf
 
-from ros2_owl.models import random_init as ri
+from ros2_owl import models
+from ros2_owl.demo import random_models as ri
 
 
 def test_clip_tokenizer_reproduces_reference_ids(clip_tokenizer):
@@ -43,8 +44,8 @@ def test_saved_models_load_with_from_pretrained_and_are_marked(fixture, cls, req
     path = request.getfixturevalue(fixture)
     model = cls.from_pretrained(path)
     assert isinstance(model, cls)
-    assert ri.is_random_weights(path)
-    assert "RANDOM WEIGHTS" in (path / ri.MARKER_FILE).read_text()
+    assert models.is_random_weights(path)
+    assert "RANDOM WEIGHTS" in (path / models.MARKER_FILE).read_text()
     info = json.loads((path / ri.INFO_FILE).read_text())
     assert info["random_weights"] is True and info["spec_hash"] in path.name
 
@@ -78,4 +79,4 @@ def test_unknown_model_name_is_a_clear_error(tmp_path):
 
 
 def test_plain_directory_is_not_random(tmp_path):
-    assert not ri.is_random_weights(tmp_path)
+    assert not models.is_random_weights(tmp_path)
