@@ -76,15 +76,20 @@ def vit_flops(size: int, patch: int, hidden: int, mlp: int, layers: int) -> dict
     return flops
 
 
-def owl_encoder_flops(vision, projection_dim: int, objectness: bool) -> dict[str, float]:
-    """FLOPs of the OWL image encoder: ViT + box head (+ objectness) + class head."""
-    flops = vit_flops(
+def vision_tower_flops(vision) -> dict[str, float]:
+    """vit_flops of a transformers vision config (OWL and CLIP towers alike)."""
+    return vit_flops(
         vision.image_size,
         vision.patch_size,
         vision.hidden_size,
         vision.intermediate_size,
         vision.num_hidden_layers,
     )
+
+
+def owl_encoder_flops(vision, projection_dim: int, objectness: bool) -> dict[str, float]:
+    """FLOPs of the OWL image encoder: ViT + box head (+ objectness) + class head."""
+    flops = vision_tower_flops(vision)
     patches = (vision.image_size // vision.patch_size) ** 2
     d = vision.hidden_size
     flops["box_head"] = 2 * patches * (2 * d * d + d * 4)
@@ -96,13 +101,7 @@ def owl_encoder_flops(vision, projection_dim: int, objectness: bool) -> dict[str
 
 def clip_image_flops(vision, projection_dim: int) -> dict[str, float]:
     """FLOPs of the CLIP image tower plus its projection of the class token."""
-    flops = vit_flops(
-        vision.image_size,
-        vision.patch_size,
-        vision.hidden_size,
-        vision.intermediate_size,
-        vision.num_hidden_layers,
-    )
+    flops = vision_tower_flops(vision)
     flops["projection"] = 2 * vision.hidden_size * projection_dim
     return flops
 

@@ -59,7 +59,7 @@ def main() -> int:
 
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
-    from peers.owl_support import camera_values, owl_node_args, scene
+    from peers.owl_support import camera_values, owl_node_args, scene, spin_in_background
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
@@ -67,9 +67,8 @@ def main() -> int:
 
     from ros2_owl.demo.random_models import ensure_random_model
 
-    cache = REPO / ".cache" / "test-models"
-    model = args.model or str(ensure_random_model("tiny-owlvit", cache))
-    clip_model = args.clip_model or str(ensure_random_model("tiny-clip", cache))
+    model = args.model or str(ensure_random_model("tiny-owlvit"))
+    clip_model = args.clip_model or str(ensure_random_model("tiny-clip"))
     ns = "/bench"
     node_cmd = owl_node_args(
         ns,
@@ -111,14 +110,7 @@ def main() -> int:
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    stop = threading.Event()
-
-    def spin() -> None:
-        while not stop.is_set():
-            executor.spin_once(timeout_sec=0.05)
-
-    spinner = threading.Thread(target=spin)
-    spinner.start()
+    stop_spinning = spin_in_background(executor)
     msg = Image(height=args.height, width=args.width, encoding="rgb8", step=args.width * 3)
     msg.data = scene(args.width, args.height).tobytes()
     latencies: list[float] = []
@@ -149,8 +141,7 @@ def main() -> int:
             cond.wait_for(lambda: len(diag) >= 2, 3.0)
             node_view = diag[-1] if diag else {}
     finally:
-        stop.set()
-        spinner.join()
+        stop_spinning()
         node.destroy_node()
         rclpy.try_shutdown()
         proc.send_signal(2)

@@ -1,6 +1,7 @@
 """Session-scoped tiny random models (OWL-ViT, OWLv2, CLIP) and the offline CLIP tokenizer.
 
-Built once per cache dir (env ROS2_OWL_TEST_CACHE, default <repo>/.cache/test-models) from
+Built once per cache dir (env ROS2_OWL_TEST_CACHE, default ~/.cache/ros2_owl/test-models, outside
+the checkout so `git status` never sees it) from
 transformers configs with fixed seeds, saved with save_pretrained and returned as directories
 so tests load them through the real from_pretrained path.
 """
@@ -13,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get("ROS2_OWL_TEST_CACHE") or REPO_ROOT / ".cache" / "test-models")
+    if os.environ.get("ROS2_OWL_TEST_CACHE"):
+        return Path(os.environ["ROS2_OWL_TEST_CACHE"])
+    root = os.environ.get("ROS2_OWL_CACHE") or Path.home() / ".cache" / "ros2_owl"
+    return Path(root) / "test-models"
 
 
 @pytest.fixture(scope="session")
@@ -70,3 +72,8 @@ def synthetic_scene(h: int = 120, w: int = 160) -> np.ndarray:
     img[40:90, 90:150] = (40, 200, 60)
     img[30:45, 30:45] = (250, 220, 180)
     return img
+
+
+def noise_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """Uniform random RGB noise: no structure, but every pixel differs between seeds."""
+    return (np.random.default_rng(seed).random((h, w, 3)) * 255).astype(np.uint8)

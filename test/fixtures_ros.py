@@ -216,6 +216,21 @@ def rclpy_context():
 
 
 @pytest.fixture
+def node(rclpy_context, request):
+    """A plain rclpy node named params_test; indirect params are its --ros-args."""
+    rclpy, context = rclpy_context
+    args = getattr(request, "param", None)
+    if args:  # a node with its own command-line overrides needs its own context
+        context = rclpy.context.Context()
+        rclpy.init(context=context, args=["x", "--ros-args", *args])
+    n = rclpy.create_node("params_test", context=context)
+    yield n
+    n.destroy_node()
+    if args:
+        rclpy.shutdown(context=context)
+
+
+@pytest.fixture
 def ros(rclpy_context, request):
     """A probe node for one test (unique name), spinning in the background."""
     rclpy, context = rclpy_context

@@ -152,15 +152,8 @@ def test_torch_backend_float16_on_cpu_is_refused():
 @pytest.mark.skipif(not (HAS_TENSORRT and HAS_CUDA), reason="needs TensorRT and a CUDA GPU")
 def test_tensorrt_engine_matches_torch_and_is_cached(tmp_path):
     module = ToyEncoder().cuda()
-    encoder = make_image_encoder(
-        "tensorrt",
-        module,
-        model_id="toy",
-        device="cuda",
-        dtype="float16",
-        cache_dir=tmp_path,
-        max_batch=4,
-    )
+    options = dict(model_id="toy", device="cuda", dtype="float16", cache_dir=tmp_path, max_batch=4)
+    encoder = make_image_encoder("tensorrt", module, **options)
     x = torch.rand(6, 3, 32, 32, device="cuda")  # above max_batch: split into chunks
     out = encoder(x)
     with torch.no_grad():
@@ -168,15 +161,7 @@ def test_tensorrt_engine_matches_torch_and_is_cached(tmp_path):
     torch.testing.assert_close(out["boxes"], boxes, atol=2e-2, rtol=2e-2)
     engines = list((tmp_path / "tensorrt").glob("*.engine"))
     assert len(engines) == 1
-    again = make_image_encoder(
-        "tensorrt",
-        module,
-        model_id="toy",
-        device="cuda",
-        dtype="float16",
-        cache_dir=tmp_path,
-        max_batch=4,
-    )
+    again = make_image_encoder("tensorrt", module, **options)
     assert list((tmp_path / "tensorrt").glob("*.engine")) == engines
     torch.testing.assert_close(again(x)["boxes"], out["boxes"])
 

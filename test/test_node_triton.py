@@ -28,7 +28,7 @@ NODE = f"{NS}/owl_node"
 TOPIC = f"{NS}/cam/image"
 PROMPT = "[a cat [an ear], a dog] (indoor, outdoor)"
 W, H = 160, 120
-SCORE_TOL, BOX_TOL_PX = 1e-4, 1e-2  # test_backends_predictor's tolerances
+SCORE_TOL, BOX_TOL_PX = 1e-4, 1e-2  # test_predictor_backends's tolerances
 
 
 def node_args(url: str, models, ns: str = NS, **extra):

@@ -42,27 +42,17 @@ assert not loaded, f"the core imported ROS modules: {{loaded}}"
     assert count >= 1
 
 
+def _pip(*args: str) -> None:
+    """Run pip in the test interpreter with a ROS-free environment; fail with its output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", *args], capture_output=True, text=True, env=_plain_env()
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_wheel_installs_core_and_cli(tmp_path):
     wheel_dir = tmp_path / "wheel"
-    build = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(wheel_dir),
-            str(REPO),
-        ],
-        capture_output=True,
-        text=True,
-        env=_plain_env(),
-        cwd=tmp_path,
-    )
-    assert build.returncode == 0, build.stdout + build.stderr
+    _pip("wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheel_dir), str(REPO))
     (wheel,) = wheel_dir.glob("ros2_owl-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "ros2_owl/prompt.py" in names and "ros2_owl/__init__.py" in names
@@ -70,23 +60,7 @@ def test_wheel_installs_core_and_cli(tmp_path):
     assert "ros2-owl = ros2_owl.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
     target = tmp_path / "site"
-    install = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--target",
-            str(target),
-            str(wheel),
-        ],
-        capture_output=True,
-        text=True,
-        env=_plain_env(),
-    )
-    assert install.returncode == 0, install.stdout + install.stderr
+    _pip("install", "-q", "--no-deps", "--target", str(target), str(wheel))
     env = _plain_env()
     env["PYTHONPATH"] = str(target)
     check = subprocess.run(

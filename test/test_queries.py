@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 import transformers as tf
+from fixtures_models import noise_image
 
 from ros2_owl.models.owl import decode_logits
 from ros2_owl.predictor import PredictorConfig, TreePredictor
 from ros2_owl.queries import QueryStore, check_query_name
-
-
-def _image(h: int, w: int, seed: int) -> np.ndarray:
-    return (np.random.default_rng(seed).random((h, w, 3)) * 255).astype(np.uint8)
 
 
 @pytest.fixture(scope="module", params=["owlvit", "owlv2"])
@@ -30,7 +26,7 @@ def test_registered_query_reproduces_image_guided_detection(predictor):
     cls = tf.Owlv2ForObjectDetection if v2 else tf.OwlViTForObjectDetection
     model = cls.from_pretrained(path).eval()
     processor = tf.AutoProcessor.from_pretrained(path)
-    reference, target = _image(96, 96, 1), _image(96, 96, 2)
+    reference, target = noise_image(96, 96, 1), noise_image(96, 96, 2)
     inputs = processor(images=target, query_images=reference, return_tensors="pt")
     with torch.no_grad():
         expected = model.image_guided_detection(**inputs)
@@ -51,7 +47,7 @@ def test_registered_query_reproduces_image_guided_detection(predictor):
 
 
 def test_query_box_selects_an_overlapping_patch(predictor):
-    img = _image(80, 120, 3)
+    img = noise_image(80, 120, 3)
     query = predictor.register_query("corner", img, (0, 0, 40, 30))
     assert query.box == (0.0, 0.0, 40.0, 30.0) and query.image_size == (120, 80)
     pixels = predictor.owl.preprocessor(torch.from_numpy(img).permute(2, 0, 1))[None]
@@ -62,7 +58,7 @@ def test_query_box_selects_an_overlapping_patch(predictor):
 
 
 def test_save_and_load_round_trip(predictor, tmp_path):
-    predictor.register_query("mug", _image(96, 96, 4))
+    predictor.register_query("mug", noise_image(96, 96, 4))
     path = tmp_path / "queries.json"
     predictor.save_queries(path)
     fresh = QueryStore()

@@ -11,7 +11,13 @@ from __future__ import annotations
 import torch
 
 from ..settings import BACKENDS
-from .base import BackendError, ImageEncoderBackend, TorchImageEncoder, parse_dtype
+from .base import (
+    BackendError,
+    ImageEncoderBackend,
+    TorchImageEncoder,
+    parse_dtype,
+    refuse_bfloat16,
+)
 
 __all__ = [
     "BACKENDS",
@@ -62,32 +68,18 @@ def make_image_encoder(
     if max_batch < 1:
         raise BackendError(f"max_batch must be >= 1, got {max_batch}")
     from .cache import ArtefactCache
+    from .export import ExportOptions
 
-    cache = ArtefactCache(cache_dir)
+    options = ExportOptions(
+        model_id, ArtefactCache(cache_dir), max_batch, force, on_invalid, progress
+    )
     dt = parse_dtype(dtype)
     dev = torch.device(device)
     if backend == "onnxruntime":
-        return _make_onnxruntime(
-            module, model_id, dev, dt, cache, max_batch, force, on_invalid, progress
-        )
+        return _make_onnxruntime(module, options, dev, dt)
     from .tensorrt_backend import make_tensorrt_encoder
 
-    if dt == torch.bfloat16:
-        raise BackendError(
-            "backend 'tensorrt' builds float16 or float32 engines; for bfloat16 use "
-            "backend='torch' with dtype='bfloat16'"
-        )
-    return make_tensorrt_encoder(
-        module,
-        model_id=model_id,
-        device=dev,
-        dtype=dt,
-        cache=cache,
-        max_batch=max_batch,
-        force=force,
-        on_invalid=on_invalid,
-        progress=progress,
-    )
+    return make_tensorrt_encoder(module, options, device=dev, dtype=dt)
 
 
 def _make_triton(module, target, model_id, device, cache_dir, max_batch, progress):
@@ -111,18 +103,15 @@ def _make_triton(module, target, model_id, device, cache_dir, max_batch, progres
     return make_triton_encoder(module, target, local)
 
 
-def _make_onnxruntime(module, model_id, dev, dt, cache, max_batch, force, on_invalid, progress):
+def _make_onnxruntime(module, options, dev: torch.device, dt: torch.dtype):
     """Export (or reuse) the verified ONNX graph, then open an ORT session on it."""
-    from .export import export_cached, on_device
+    from .export import on_device
     from .onnxruntime_backend import OnnxRuntimeImageEncoder, choose_providers, import_onnxruntime
 
     ort = import_onnxruntime()
     choose_providers(dev, ort.get_available_providers())  # clear error before a long export
     if dt == torch.bfloat16:
-        raise BackendError(
-            "backend 'onnxruntime' runs float32 (or float16 on CUDA); for bfloat16 use "
-            "backend='torch' with dtype='bfloat16'"
-        )
+        raise refuse_bfloat16("onnxruntime", "runs float32 (or float16 on CUDA)")
     if dt == torch.float16 and dev.type != "cuda":
         raise BackendError(
             "backend 'onnxruntime' runs float16 only on CUDA; on CPU use dtype='float32', or "
@@ -130,19 +119,11 @@ def _make_onnxruntime(module, model_id, dev, dt, cache, max_batch, force, on_inv
         )
     # The graph is traced in the dtype it will run in; fp16 is traced on the GPU.
     module = on_device(module, dev if dt == torch.float16 else torch.device("cpu"), dt)
-    entry = export_cached(
-        module,
-        model_id=model_id,
-        cache=cache,
-        max_batch=max_batch,
-        force=force,
-        on_invalid=on_invalid,
-        progress=progress,
-    )
+    entry = options.export(module)
     return OnnxRuntimeImageEncoder(
         entry.path,
         device=dev,
         output_names=module.output_names,
         image_size=module.image_size,
-        max_batch=max_batch,
+        max_batch=options.max_batch,
     )

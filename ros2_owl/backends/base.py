@@ -20,6 +20,13 @@ class BackendError(RuntimeError):
     """A backend cannot be built or run (missing runtime, bad option); the message says why."""
 
 
+def refuse_bfloat16(backend: str, runs: str) -> BackendError:
+    """The error for a runtime backend asked for bfloat16, naming the backend that has it."""
+    return BackendError(
+        f"backend {backend!r} {runs}; for bfloat16 use backend='torch' with dtype='bfloat16'"
+    )
+
+
 def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
     """Map a user-facing dtype name to torch, with an error listing the accepted names."""
     if isinstance(dtype, torch.dtype):

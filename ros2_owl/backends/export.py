@@ -287,6 +287,32 @@ def onnx_key(
     )
 
 
+@dataclass(frozen=True)
+class ExportOptions:
+    """How a runtime backend gets its verified ONNX graph (shared by ONNX Runtime and TensorRT):
+    the model id that keys the cache, the batch profile, and what a stale artefact does."""
+
+    model_id: str
+    cache: ArtefactCache
+    max_batch: int = 8
+    force: bool = False
+    on_invalid: OnInvalid = "rebuild"
+    progress: Progress | None = None
+
+    def export(self, module: torch.nn.Module, *, verify: bool = True) -> CacheEntry:
+        """export_cached with these options."""
+        return export_cached(
+            module,
+            model_id=self.model_id,
+            cache=self.cache,
+            max_batch=self.max_batch,
+            force=self.force,
+            on_invalid=self.on_invalid,
+            verify=verify,
+            progress=self.progress,
+        )
+
+
 def export_cached(
     module: torch.nn.Module,
     *,

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import torch
 
-from ros2_owl.backends.base import BackendError
-from ros2_owl.backends.cache import ArtefactCache, ArtefactKey, CacheEntry, OnInvalid
+from ros2_owl.backends.base import BackendError, refuse_bfloat16
+from ros2_owl.backends.cache import ArtefactKey, CacheEntry
 from ros2_owl.backends.export import (
     INPUT_NAME,
     TOLERANCES,
+    ExportOptions,
     compare,
     encoder_attrs,
-    export_cached,
     on_device,
     sample_input,
     torch_outputs,
@@ -263,46 +263,34 @@ def engine_key(
 
 def make_tensorrt_encoder(
     module: torch.nn.Module,
+    options: ExportOptions,
     *,
-    model_id: str,
     device: str | torch.device = "cuda",
     dtype: torch.dtype = torch.float16,
-    cache: ArtefactCache | None = None,
-    max_batch: int = 8,
     opt_batch: int = 1,
-    force: bool = False,
-    on_invalid: OnInvalid = "rebuild",
-    progress: Progress | None = None,
 ) -> TensorRTImageEncoder:
     """Cached engine for an encoder (export ONNX -> build -> verify vs torch -> cache)."""
+    if dtype not in (torch.float16, torch.float32):
+        raise refuse_bfloat16("tensorrt", "builds float16 or float32 engines")
     import_tensorrt()
     dev = require_cuda(device)
-    if dtype not in (torch.float16, torch.float32):
-        raise BackendError(f"backend 'tensorrt' builds float16 or float32 engines, not {dtype}")
     names, size = encoder_attrs(module)
-    cache = cache or ArtefactCache()
+    cache = options.cache
     module = on_device(module, dev, torch.float32)
-    onnx_entry = export_cached(
-        module,
-        model_id=model_id,
-        cache=cache,
-        max_batch=max_batch,
-        force=force,
-        on_invalid=on_invalid,
-        progress=progress,
-        # The engine itself is verified against torch below; ORT may be absent on a Jetson.
-        verify=importlib.util.find_spec("onnxruntime") is not None,
-    )
+    # The engine itself is verified against torch below; ORT may be absent on a Jetson.
+    onnx_entry = options.export(module, verify=importlib.util.find_spec("onnxruntime") is not None)
     fp16 = dtype == torch.float16
     key = engine_key(onnx_entry, device=dev, fp16=fp16, opt_batch=opt_batch)
     with cache.lock(key, "engine"):
-        if force:
+        if options.force:
             cache.remove(cache.path_for(key, "engine"))
-        entry = cache.load(key, "engine", on_invalid=on_invalid)
+        entry = cache.load(key, "engine", on_invalid=options.on_invalid)
         if entry is None:
-            entry = _build_and_store(cache, key, module, onnx_entry.path, dev, opt_batch, progress)
+            entry = _build_and_store(
+                cache, key, module, onnx_entry.path, dev, opt_batch, options.progress
+            )
     return TensorRTImageEncoder(
-        entry.path, device=dev, output_names=names, image_size=size, max_batch=max_batch
+        entry.path, device=dev, output_names=names, image_size=size, max_batch=options.max_batch
     )
 
 

@@ -11,6 +11,7 @@ import time
 
 import rclpy
 import rclpy.executors
+from owl_support import spin_in_background
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
@@ -32,14 +33,7 @@ def main() -> None:
     pub = node.create_publisher(Image, out_topic, qos_profile_sensor_data)
     executor = rclpy.executors.SingleThreadedExecutor()
     executor.add_node(node)
-    stop = threading.Event()
-
-    def spin() -> None:
-        while not stop.is_set():
-            executor.spin_once(timeout_sec=0.05)
-
-    spinner = threading.Thread(target=spin)
-    spinner.start()
+    stop_spinning = spin_in_background(executor)
 
     def frame(name: str, value: int) -> Image:
         msg = Image(height=height, width=width, encoding="rgb8", step=width * 3)
@@ -69,8 +63,7 @@ def main() -> None:
         seen[f"frame-{i}"] == bytes([i % 256]) * 3 for i in range(count) if f"frame-{i}" in seen
     )
     print(json.dumps({"sent": count, "received": received, "first_bytes_ok": ok}), flush=True)
-    stop.set()
-    spinner.join()
+    stop_spinning()
     executor.shutdown()
     node.destroy_node()
     rclpy.shutdown()

@@ -8,7 +8,9 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +140,21 @@ def run_peer(script: str, args: list[str], env: dict[str, str], timeout: float =
     if done.returncode != 0:
         raise AssertionError(f"{script} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def spin_in_background(executor) -> Callable[[], None]:
+    """Spin `executor` on a thread until the returned stop() is called (it joins the thread)."""
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.05)
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    spinner.start()
+
+    def stopper() -> None:
+        stop.set()
+        spinner.join()
+
+    return stopper

@@ -14,7 +14,7 @@ import copy
 
 import numpy as np
 import pytest
-from fixtures_models import synthetic_scene
+from fixtures_models import noise_image, synthetic_scene
 
 from ros2_owl.backends import make_image_encoder
 from ros2_owl.predictor import PredictorConfig, TreePredictor
@@ -89,8 +89,7 @@ def test_root_classify_same_scores(predictors):
 
 def test_other_image_sizes_and_batches(predictors):
     reference, onnx = predictors
-    rng = np.random.default_rng(3)
-    image = (rng.random((75, 211, 3)) * 255).astype(np.uint8)
+    image = noise_image(75, 211, seed=3)
     a = reference.predict(image, reference.prepare(TREE))
     b = onnx.predict(image, onnx.prepare(TREE))
     assert_same_result(a, b)

@@ -2,7 +2,7 @@
 
 The server serves the repository writer's models through tools/triton_server.py (ONNX Runtime
 inside a PyTriton model). Detections must equal the local onnxruntime backend within
-test_backends_predictor's tolerances (scores 1e-4, boxes 1e-2 px).
+test_predictor_backends's tolerances (scores 1e-4, boxes 1e-2 px).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 import torch
 from fixtures_models import synthetic_scene
 from fixtures_triton import TOKEN_HEADER, free_port, start_server
-from test_backends_predictor import CONFIG, TREE, assert_same_result
+from test_predictor_backends import CONFIG, TREE, assert_same_result
 
 from ros2_owl.backends.triton_backend import (
     TritonImageEncoder,
