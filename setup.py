@@ -17,6 +17,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["ros2_owl", "ros2_owl.*"]),
+    # the live page's HTML/JS/CSS ship inside the package (no build step, no CDN)
+    package_data={"ros2_owl.web": ["static/*.html", "static/*.js", "static/*.css"]},
     install_requires=[
         "numpy>=1.24",
         "pillow>=9",
@@ -28,8 +30,10 @@ setup(
     extras_require={
         "onnx": ["onnx", "onnxruntime", "onnxscript"],
         "owlv2": ["scipy"],
+        # `ros2-owl serve` and the node's web_port: the page's server, camera/video input
+        "web": ["aiohttp", "av"],
         # colcon with new setuptools ignores tests_require: declare test deps as an extra.
-        "test": ["pytest", "hypothesis", "ruff"],
+        "test": ["pytest", "hypothesis", "ruff", "playwright"],
     },
     entry_points={"console_scripts": ["ros2-owl = ros2_owl.cli:main"]},
 )

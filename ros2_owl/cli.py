@@ -3,6 +3,7 @@
 ros2-owl detect samples/astronaut.jpg --prompt "[a person [a face]]" --json
 ros2-owl demo                        # real weights when available, else random (says so)
 ros2-owl build-engine --backend onnxruntime
+ros2-owl serve --video clip.mp4      # the live page on http://127.0.0.1:7860/
 """
 
 from __future__ import annotations
@@ -49,17 +50,19 @@ def add_setting_options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(setting.flag, **kwargs)
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
+def _add_model_args(p: argparse.ArgumentParser, outputs: bool = True) -> None:
     p.add_argument("--prompt", help="tree prompt, e.g. '[a person [a face] (standing, sitting)]'")
     add_setting_options(p)
     p.add_argument("--no-clip", action="store_true", help="no CLIP (= --clip-model '')")
     p.add_argument("--no-nms", action="store_true", help="turn NMS off (= --nms-iou 0)")
+    if not outputs:  # serve shows results in its page, not as files or JSON
+        return
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.add_argument("--annotate", metavar="DIR", help="write annotated images into DIR")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argparse tree: detect, demo and build-engine subcommands."""
+    """The argparse tree: detect, demo, serve and build-engine subcommands."""
     parser = argparse.ArgumentParser(prog="ros2-owl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     detect = sub.add_parser("detect", help="run a tree prompt on image files")
@@ -75,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="random fallback at the real architecture size (slow)",
     )
     demo.set_defaults(func=cmd_demo, prompt=None)
+    from .web import serve as web_serve  # imports no web library until it runs
+
+    serve = sub.add_parser("serve", help="the live page: stream, boxes, tree, prompt box")
+    _add_model_args(serve, outputs=False)
+    web_serve.add_arguments(serve)
+    serve.set_defaults(func=cmd_serve)
     from .backends import build_engine
 
     engine = sub.add_parser("build-engine", help="export ONNX / build TensorRT engines")
@@ -187,6 +196,29 @@ def cmd_detect(args) -> int:
         return 2
     settings = _settings(args)
     return _run(args, _load(args, settings.model, settings.clip_model), args.images)
+
+
+def cmd_serve(args) -> int:
+    """`serve`: open the source first (a missing camera is one line), then load and serve."""
+    from .web import serve as web_serve
+    from .web.sources import SourceError
+
+    try:
+        web_serve.check_dependencies()
+        source = web_serve.open_source_from_args(args)
+    except SourceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    args.prompt = args.prompt or DEMO_PROMPT
+    try:
+        settings = _settings(args)
+        predictor = _load(args, settings.model, settings.clip_model)
+        if settings.queries_file:
+            predictor.load_queries(settings.queries_file)
+        config, thresholds = settings.predictor_config(), settings.label_threshold_map()
+        return web_serve.run(args, predictor, source, args.prompt, config, thresholds)
+    finally:
+        source.close()
 
 
 # ---------------------------------------------------------------------- demo

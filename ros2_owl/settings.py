@@ -366,6 +366,28 @@ SETTINGS: tuple[Setting, ...] = (
         live=False,
         range=(0.05, 60.0),
     ),
+    # --- the live page (restart; `ros2-owl serve` has its own --port/--host/--max-viewers) ------
+    Setting(
+        "web_port",
+        0,
+        "Port of the live page (stream, tree, prompt box) served by the node; 0 = off.",
+        live=False,
+        range=(0, 65535),
+    ),
+    Setting(
+        "web_host",
+        "127.0.0.1",
+        "Address the live page binds; 0.0.0.0 makes it reachable from the network (then set "
+        "ROS2_OWL_WEB_TOKEN in the node's environment to require a token).",
+        live=False,
+    ),
+    Setting(
+        "web_camera",
+        "",
+        "Camera the live page shows: '' = the first, else its index, name or topic.",
+        live=False,
+    ),
+    Setting("web_max_viewers", 4, "Most pages open at once.", live=False, range=(1, 100)),
 )
 SCHEMA: dict[str, Setting] = {s.name: s for s in SETTINGS}
 

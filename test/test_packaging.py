@@ -56,6 +56,8 @@ def test_wheel_installs_core_and_cli(tmp_path):
     (wheel,) = wheel_dir.glob("ros2_owl-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "ros2_owl/prompt.py" in names and "ros2_owl/__init__.py" in names
+    for page_file in ("index.html", "app.js", "style.css"):  # the live page ships in the wheel
+        assert f"ros2_owl/web/static/{page_file}" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "ros2-owl = ros2_owl.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
@@ -103,6 +105,9 @@ def test_colcon_install_has_the_ros_executables(tmp_path):
     assert (share / "config" / "owl.yaml").is_file()
     assert (share / "config" / "fastdds_large_shm.xml").is_file()
     assert (share / "launch" / "owl.launch.py").is_file()
+    prefix = Path(get_package_prefix("ros2_owl"))  # the colcon install has the live page
+    pages = list(prefix.glob("lib/python3*/site-packages/ros2_owl/web/static/app.js"))
+    assert pages and pages[0].resolve().is_file(), f"no web/static/app.js under {prefix}"
     out = subprocess.run(
         [sys.executable, str(lib / "build_engine"), "--list", "--cache-dir", str(tmp_path)],
         capture_output=True,

@@ -19,6 +19,20 @@ if [ -n "${ROS_DISTRO:-}" ] && python3 -c "import rclpy" >/dev/null 2>&1; then
   log "using the sourced ROS 2 $ROS_DISTRO"
 fi
 
+# 0. Debian's chromium for the live page's browser test (Playwright drives this binary; its
+#    own browser download is never used). Where it cannot be installed, that one test skips.
+if ! command -v chromium >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    log "installing Debian's chromium (for the browser test of the live page)"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+           apt-get install -y -qq --no-install-recommends chromium >/dev/null; }; then
+      log "could not install chromium: the browser test will skip"
+    fi
+  else
+    log "no chromium and no root apt-get: the browser test will skip (apt-get install chromium)"
+  fi
+fi
+
 # 1. The venv, reinstalled only when the pinned requirements change.
 stamp="$venv/.ros2_owl_requirements"
 want="$(cat "$constraints" "$repo"/requirements/*.txt | sha256sum | cut -c1-16)-$system_ros"

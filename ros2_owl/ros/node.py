@@ -83,6 +83,16 @@ def triton_options(s: Settings) -> TritonOptions:
     )
 
 
+@dataclass(frozen=True)
+class PromptChange:
+    """The answer to one prompt change (service or page): refused ones say why and where."""
+
+    ok: bool
+    message: str
+    column: int | None = None
+    active: Active | None = None  # the state now in force when ok
+
+
 def _prompt_key(s: Settings) -> tuple:
     """What the encoded state depends on; the default threshold lives in PredictorConfig."""
     return (s.prompt, s.label_thresholds)
@@ -124,6 +134,8 @@ class OwlNode(Node):
         except (PromptError, ValueError) as exc:
             raise StartupError(f"prompt parameter: {caret_message(s.prompt, exc)}") from exc
         self._pending: tuple[Settings, Active] | None = None
+        self._prompt_lock = threading.RLock()  # one prompt write at a time (service, page, params)
+        self._web = None
         # image encoders may not be re-entrant (one TensorRT execution context): the worker's
         # predict and a query registration on the executor thread take turns
         self._encoder_lock = threading.Lock()
@@ -139,6 +151,8 @@ class OwlNode(Node):
         if s.no_frame_warning > 0:
             self._no_frame_timer = self.create_timer(s.no_frame_warning, self._check_no_frames)
         self._publish_label_info()
+        if s.web_port:
+            self._start_web(s)
         self._worker = threading.Thread(target=self._work, name="owl_inference", daemon=True)
         self._worker.start()
         self.get_logger().info(
@@ -190,6 +204,17 @@ class OwlNode(Node):
             cam.publishers[name] = self.create_publisher(kind, output_topic(prefix, name), out_qos)
         return cam
 
+    def _start_web(self, s: Settings) -> None:
+        """The live page (opt-in web_port), fed by the selected camera (ros/web_bridge.py)."""
+        from ros2_owl.ros.web_bridge import start_web_bridge
+
+        try:
+            self._web = start_web_bridge(self, s)
+        except Exception as exc:  # a taken port, a bad host or camera: a start-up error
+            raise StartupError(f"web page: {exc}") from exc
+        cam = self._web.camera
+        self.get_logger().info(f"live page on {self._web.server.url} ({cam.resolved_topic})")
+
     # ----- prompt state ---------------------------------------------------------------------
     def _build(self, s: Settings, reuse: Active | None = None) -> Active:
         """A new Active for these settings; re-encodes the prompt only when its inputs changed."""
@@ -202,6 +227,10 @@ class OwlNode(Node):
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         """Validate, and build the new state now; a rejected change leaves everything as it was."""
+        with self._prompt_lock:
+            return self._check_parameters(params)
+
+    def _check_parameters(self, params: list[Parameter]) -> SetParametersResult:
         for p in params:
             reason = validate_parameter(p.name, p.value)
             if reason:
@@ -217,6 +246,10 @@ class OwlNode(Node):
         return SetParametersResult(successful=True)
 
     def _after_set_parameters(self, params: list[Parameter]) -> None:
+        with self._prompt_lock:
+            self._swap_pending()
+
+    def _swap_pending(self) -> None:
         if self._pending is None:
             return
         candidate, active = self._pending
@@ -229,44 +262,64 @@ class OwlNode(Node):
         if prompt_changed:
             self.get_logger().info(f"prompt now {candidate.prompt!r}")
 
-    def _srv_set_prompt(self, req: SetPrompt.Request, resp: SetPrompt.Response):
-        s = self._settings
-        overrides = {t.label: float(t.threshold) for t in req.thresholds}
-        label_thresholds = tuple(format_label_thresholds(overrides)) if req.thresholds else None
+    @property
+    def active(self) -> Active:
+        """The prompt state and per-frame config in force (one reference, swapped whole)."""
+        return self._active
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    def apply_prompt(self, prompt: str, overrides: dict[str, float] | None = None) -> PromptChange:
+        """Validate, build and swap a prompt (+ per-label thresholds), then set the `prompt` /
+        `label_thresholds` parameters: the one path of ~/set_prompt and the live page."""
+        label_thresholds = None if overrides is None else tuple(format_label_thresholds(overrides))
         bad = label_thresholds and validate_parameter("label_thresholds", label_thresholds)
         if bad:
-            resp.success, resp.message = False, bad
-            return resp
-        candidate = replace(
-            s,
-            prompt=req.prompt,
-            label_thresholds=s.label_thresholds if label_thresholds is None else label_thresholds,
-        )
-        reason = validate_parameter("prompt", candidate.prompt)
-        try:
-            if reason:
-                raise ValueError(reason)
-            active = self._build(candidate, reuse=self._active)
-        except (PromptError, ValueError) as exc:
-            resp.success = False
-            resp.message = caret_message(req.prompt, exc)
-            return resp
-        self._settings, self._active = candidate, active  # the swap frames see
-        changes = [Parameter("prompt", value=candidate.prompt)]
-        if label_thresholds is not None:
-            changes.append(
-                Parameter("label_thresholds", Parameter.Type.STRING_ARRAY, list(label_thresholds))
+            return PromptChange(False, bad)
+        with self._prompt_lock:  # the page's thread and the executor never interleave a change
+            s = self._settings
+            candidate = replace(
+                s,
+                prompt=prompt,
+                label_thresholds=s.label_thresholds
+                if label_thresholds is None
+                else label_thresholds,
             )
-        result = self.set_parameters_atomically(changes)  # same key: no second build
-        tree = active.state.tree
-        resp.success = True
-        resp.message = "ok" if result.successful else f"ok; parameter not updated: {result.reason}"
+            try:
+                reason = validate_parameter("prompt", candidate.prompt)
+                if reason:
+                    raise ValueError(reason)
+                active = self._build(candidate, reuse=self._active)
+            except (PromptError, ValueError) as exc:
+                column = getattr(exc, "column", None)
+                return PromptChange(False, caret_message(prompt, exc), column)
+            self._settings, self._active = candidate, active  # the swap frames see
+            changes = [Parameter("prompt", value=candidate.prompt)]
+            if label_thresholds is not None:
+                changes.append(
+                    Parameter(
+                        "label_thresholds", Parameter.Type.STRING_ARRAY, list(label_thresholds)
+                    )
+                )
+            result = self.set_parameters_atomically(changes)  # same key: no second build
+            self._publish_label_info()
+        message = "ok" if result.successful else f"ok; parameter not updated: {result.reason}"
+        return PromptChange(True, message, None, active)
+
+    def _srv_set_prompt(self, req: SetPrompt.Request, resp: SetPrompt.Response):
+        overrides = {t.label: float(t.threshold) for t in req.thresholds}
+        change = self.apply_prompt(req.prompt, overrides if req.thresholds else None)
+        resp.success, resp.message = change.ok, change.message
+        if not change.ok:
+            return resp
+        tree = change.active.state.tree
         resp.warnings = [f"column {w.column}: {w.message}" for w in tree.warnings]
         resp.labels = list(tree.label_texts)
         resp.nodes = messages.tree_nodes(tree)
         resp.tree_json = tree.to_json()
-        self._publish_label_info()
-        self.get_logger().info(f"prompt set by service: {candidate.prompt!r}")
+        self.get_logger().info(f"prompt set by service: {req.prompt!r}")
         return resp
 
     def _srv_register_query(self, req: RegisterQuery.Request, resp: RegisterQuery.Response):
@@ -351,6 +404,8 @@ class OwlNode(Node):
             annotated.publish(rgb_to_image_msg(draw_result(image, result), header))
         now = time.monotonic()
         cam.stats.frame_done((now - received) * 1000.0, inference_ms, now)
+        if self._web is not None:  # O(1): the page draws and sends on its own threads
+            self._web.frame_done(cam, image, result, received, inference_ms)
 
     def _warn_throttled(self, cam: Camera, text: str, period: float = 5.0) -> None:
         now = time.monotonic()
@@ -397,6 +452,8 @@ class OwlNode(Node):
         self._diag_pub.publish(build_diagnostics(self.get_clock().now().to_msg(), statuses))
 
     def destroy_node(self) -> None:
+        if getattr(self, "_web", None) is not None:
+            self._web.stop()
         self._stop.set()
         self._mailbox.close()
         if self._worker is not None and self._worker.is_alive():

@@ -1,0 +1,166 @@
+"""`ros2-owl serve`: a source, the predictor and the page, each on its own thread.
+
+The inference loop (the caller's thread) takes the newest source frame, runs the predictor
+with the state the prompt control holds at that moment, and offers the result to the server;
+the server draws, encodes and sends on its own threads, so watching never slows the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import logging
+import os
+import sys
+import threading
+import time
+
+from ..predictor import PredictorConfig, TreePredictor
+from .sources import FrameSource, SourceError, open_source
+
+__all__ = ["ServeLoop", "add_arguments", "open_source_from_args", "run"]
+
+log = logging.getLogger("ros2_owl.web")
+TOKEN_ENV = "ROS2_OWL_WEB_TOKEN"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The source, address and security options of `serve` (the model options come from cli)."""
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--camera", metavar="N|DEVICE", help="camera index or device, e.g. 0")
+    src.add_argument("--video", metavar="FILE", help="a video file, played in a loop")
+    src.add_argument("--images", metavar="DIR", help="a folder of images, shown in a loop")
+    p.add_argument("--fps", type=float, help="source rate (default: the video's; images 1)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 = every one")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV),
+        help=f"require ?token=... (or header) on every request (default: ${TOKEN_ENV})",
+    )
+    p.add_argument("--max-viewers", type=int, default=4, help="concurrent pages at most")
+    p.add_argument(
+        "--stream-fps", type=float, default=15.0, help="most frames drawn and sent per second"
+    )
+
+
+def open_source_from_args(args) -> FrameSource:
+    """The source named on the command line (SourceError with one line when it cannot open)."""
+    return open_source(args.camera, args.video, args.images, args.fps)
+
+
+class ServeLoop:
+    """Source -> predictor -> server, on the calling thread; `stop` ends it."""
+
+    def __init__(self, predictor: TreePredictor, control, source: FrameSource, server=None):
+        self.predictor, self.control, self.source, self.server = (
+            predictor,
+            control,
+            source,
+            server,
+        )
+        self.stop = threading.Event()
+        self.frames = 0
+        self.bad_frames = 0
+        self._done = collections.deque(maxlen=30)
+
+    def fps(self) -> float:
+        """Processed frames per second over the last (up to) 30 frames."""
+        done = self._done
+        return (
+            (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 and done[-1] > done[0] else 0.0
+        )
+
+    def run(self, max_frames: int | None = None) -> None:
+        from .server import FrameStats
+
+        while not self.stop.is_set() and (max_frames is None or self.frames < max_frames):
+            frame = self.source.take(timeout=0.5)
+            if frame is None:
+                if not self.source.running:
+                    return  # the source ended (its error, if any, is in source.error)
+                continue
+            state, config = self.control.state, self.control.config  # one prompt per frame
+            started = time.monotonic()
+            try:
+                result = self.predictor.predict(frame.image, state, config)
+            except ValueError as error:  # ImageError: this frame is refused, the next may do
+                self.bad_frames += 1
+                if self.bad_frames == 1:
+                    log.warning("dropped a bad frame: %s", error)
+                continue
+            now = time.monotonic()
+            self.frames += 1
+            self._done.append(now)
+            if self.server is not None:
+                stats = FrameStats(
+                    fps=round(self.fps(), 2),
+                    latency_ms=round((now - frame.captured) * 1000.0, 1),
+                    inference_ms=round((now - started) * 1000.0, 1),
+                    frames=self.frames,
+                    dropped=self.source.dropped,
+                    source=self.source.name,
+                )
+                self.server.publish(frame.image, result, stats)
+
+
+def run(
+    args,
+    predictor: TreePredictor,
+    source: FrameSource,
+    prompt: str,
+    config: PredictorConfig,
+    label_thresholds: dict[str, float],
+) -> int:
+    """Serve until Ctrl+C (or until a non-looping source ends); 1 when the source failed.
+    The caller closes the source."""
+    from .control import PredictorPromptControl
+    from .server import ServerConfig, WebServer, WebServerError
+
+    control = PredictorPromptControl(predictor, prompt, config, label_thresholds)
+    server = WebServer(
+        control,
+        ServerConfig(
+            host=args.host,
+            port=args.port,
+            token=args.token,
+            max_viewers=args.max_viewers,
+            stream_fps=args.stream_fps,
+        ),
+    )
+    try:
+        server.start()
+    except WebServerError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    loop = ServeLoop(predictor, control, source, server)
+    source.start()
+    exposed = (
+        "" if args.host in ("127.0.0.1", "localhost", "::1") else " (reachable from the network)"
+    )
+    print(f"serving {server.url}{exposed} - {source.name}; Ctrl+C stops", flush=True)
+    try:
+        loop.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        source.close()
+        server.stop()
+    if source.error:
+        print(f"error: {source.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def check_dependencies() -> None:
+    """SourceError naming the missing web packages (aiohttp, PyAV) and how to get them."""
+    missing = []
+    for module, package in (("aiohttp", "aiohttp"), ("av", "av")):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(package)
+    if missing:
+        raise SourceError(
+            f"`serve` needs {', '.join(missing)}: pip install 'ros2-owl[web]' (or {' '.join(missing)})"
+        )
