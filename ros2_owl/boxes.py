@@ -12,6 +12,16 @@ def cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
     return torch.stack((cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h), dim=-1)
 
 
+MIN_BOX_SIDE = 0.01  # px: a clipped box narrower or lower than this is a line, not a box
+
+
+def has_area(boxes: torch.Tensor, min_side: float = MIN_BOX_SIDE) -> torch.Tensor:
+    """Which (x0, y0, x1, y1) boxes are at least `min_side` px wide and high (bool [N])."""
+    return ((boxes[..., 2] - boxes[..., 0]) >= min_side) & (
+        (boxes[..., 3] - boxes[..., 1]) >= min_side
+    )
+
+
 def box_area(boxes: torch.Tensor) -> torch.Tensor:
     """Area of (x0, y0, x1, y1) boxes (0 for inverted boxes)."""
     return (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(

@@ -4,12 +4,16 @@ ros2-owl detect samples/astronaut.jpg --prompt "[a person [a face]]" --json
 ros2-owl demo                        # real weights when available, else random (says so)
 ros2-owl build-engine --backend onnxruntime
 ros2-owl serve --video clip.mp4      # the live page on http://127.0.0.1:7860/
+
+User errors (bad options, unreadable files, missing runtimes, bad prompts) print one `error:`
+line and exit 1 (2 for usage errors); a traceback only with --debug or ROS2_OWL_DEBUG=1.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +24,7 @@ from .settings import SETTINGS, Setting, settings_from
 
 DEMO_PROMPT = "[a person [a face], a cat (sleeping, awake), a cup]"
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+DEBUG_ENV = "ROS2_OWL_DEBUG"
 
 
 def _value_type(setting: Setting):
@@ -64,6 +69,9 @@ def _add_model_args(p: argparse.ArgumentParser, outputs: bool = True) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree: detect, demo, serve and build-engine subcommands."""
     parser = argparse.ArgumentParser(prog="ros2-owl", description=__doc__.splitlines()[0])
+    parser.add_argument(  # main() takes it out of argv, so it works anywhere on the line
+        "--debug", action="store_true", help=f"show tracebacks of errors (also: {DEBUG_ENV}=1)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     detect = sub.add_parser("detect", help="run a tree prompt on image files")
     detect.add_argument("images", nargs="+", help="image files (any format Pillow reads)")
@@ -103,13 +111,21 @@ def _settings(args):
 
 
 def read_image(path: str) -> np.ndarray:
-    """An image file as HxWx3 uint8 RGB (ValueError with the path when unreadable)."""
-    from PIL import Image, UnidentifiedImageError
+    """An image file as HxWx3 uint8 RGB, upright as viewers show it (EXIF orientation applied).
+
+    The size is checked from the header before any pixel is decoded (preprocess' one limit);
+    ValueError with the path when the file is unreadable or too large.
+    """
+    from PIL import ImageOps, UnidentifiedImageError
+
+    from .preprocess import ImageError, open_encoded_image
 
     try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
-    except (OSError, UnidentifiedImageError) as error:
+        with open_encoded_image(path) as img:
+            return np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+    except ImageError as error:
+        raise ValueError(f"cannot use image {path!r}: {error}") from None
+    except (OSError, UnidentifiedImageError, SyntaxError) as error:
         raise ValueError(f"cannot read image {path!r}: {error}") from None
 
 
@@ -159,6 +175,8 @@ def _run(args, predictor, images: Sequence[str]) -> int:
         predictor.load_queries(settings.queries_file)
     state = predictor.prepare(args.prompt, label_thresholds=settings.label_threshold_map())
     outputs = []
+    if args.annotate:
+        _writable_dir(args.annotate)  # before any inference, not after the first image
     for path in images:
         try:
             image = read_image(path)
@@ -175,6 +193,18 @@ def _run(args, predictor, images: Sequence[str]) -> int:
     if args.json:
         print(json.dumps(outputs, indent=2))
     return 0
+
+
+def _writable_dir(directory: str) -> None:
+    """Create DIR (and parents) or raise a ValueError saying why it cannot be written."""
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(
+            f"cannot write annotated images into {directory!r}: {error.strerror or error}"
+        ) from None
+    if not os.access(directory, os.W_OK):
+        raise ValueError(f"cannot write annotated images into {directory!r}: not writable")
 
 
 def _annotate(directory: str, path: str, image: np.ndarray, result) -> None:
@@ -255,18 +285,36 @@ def cmd_demo(args) -> int:
     return _run(args, predictor, images)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `ros2-owl` console script."""
-    from .models import ModelLoadError
+def error_text(error: BaseException, prompt: str | None = None) -> str:
+    """What `ros2-owl` prints for an error: one line (a prompt error adds its caret window)."""
     from .prompt import PromptError, caret_message
 
-    args = build_parser().parse_args(argv)
+    if isinstance(error, PromptError) and prompt is not None:
+        return f"error: {caret_message(prompt, error)}"
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    if isinstance(error, OSError) and error.filename is not None and not text:
+        text = f"{error.strerror}: {error.filename}"
+    known = (ValueError, OSError, RuntimeError, ImportError)  # what user input can cause
+    if not isinstance(error, known) or not text:
+        text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+        text += f" (unexpected: rerun with --debug or {DEBUG_ENV}=1 and report the traceback)"
+    return f"error: {text}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `ros2-owl` console script: user errors are one line, exit 1."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
     try:
         return int(args.func(args) or 0)
-    except PromptError as error:
-        print(f"error: {caret_message(args.prompt, error)}", file=sys.stderr)
-    except (ModelLoadError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if debug:
+            raise
+        print(error_text(error, getattr(args, "prompt", None)), file=sys.stderr)
     return 1
 
 

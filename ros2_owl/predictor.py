@@ -9,6 +9,10 @@ Scoring: ``independent`` (default) judges every (patch, label) pair on its own, 
 can be both "a wing" and "an eye"; ``exclusive`` keeps only each patch's best label of its
 group, as NanoOWL and transformers' post-processing do (which loses small parts to large
 siblings, nanoowl #22).
+
+Classify input: every region, the whole frame included, is padded to a square and resized
+(ClipModel.pixels), never centre-cropped. Degenerate boxes (clipped under 0.01 px wide or high)
+are dropped by OwlModel.decode at every level before they count for anything.
 """
 
 from __future__ import annotations
@@ -246,7 +250,10 @@ class TreePredictor:
         if box is not None:
             x0, y0, x1, y1 = (float(v) for v in box)
             if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
-                raise ValueError(f"query box {tuple(box)} is not inside the {width}x{height} image")
+                raise ValueError(
+                    f"query box {tuple(box)} is not inside the {width}x{height} image "
+                    "with a positive width and height (x0 < x1, y0 < y1)"
+                )
         pixels, frames = self.owl.pixels(img, None)
         outputs = _encode(self.owl_encoder, pixels)
         patch = self.owl.reference_patch(outputs, box, frames[0])

@@ -8,12 +8,16 @@ Preprocessing mirrors transformers 5.24's processors:
   resize runs on uint8 (torch's PIL-style kernel, as transformers' torchvision backend does);
   the PIL backend rounds its two passes in another order for some sizes, so on camera-like
   images the two differ by at most 2 grey levels (0.03 after normalising), < 1/3 level on
-  average (test_preprocess). Float images and non-CPU devices resize in float.
+  average (test_preprocess). Float images and non-CPU devices (torch has no uint8 kernel
+  there) take the same two passes in float, rounded and clamped to 8-bit levels after each pass
+  like the uint8 kernel: the same tolerance (test_preprocess tests that path on CPU).
 * OWLv2: rescale, pad to a square at the bottom/right with ``pad_value`` (0.0 = black, what
   transformers 5.24's processor uses), then scikit-image style resize: a Gaussian anti-alias
   filter (sigma = (factor - 1) / 2, mirror edges) and linear interpolation, computed as one
   banded matrix per axis. Matches the processor to < 1e-4.
-* CLIP whole image: shortest edge to S (bicubic), centre crop SxS.
+* CLIP: mode "crop" is CLIPProcessor's rule (shortest edge to S, centre crop SxS); the
+  predictor classifies every region, the whole frame included, with "pad_center" instead, so
+  nothing of a wide frame is cut off.
 
 Region crops take the parent box rounded outward to whole pixels and clipped to the image, and
 then treat the crop exactly like a whole input image for that model; the square rule per model
@@ -24,10 +28,12 @@ Mapping model boxes back to pixels is the model's job (models/owl.py).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -36,9 +42,50 @@ import torch.nn.functional as F
 from .settings import MAX_IMAGE_PIXELS as MAX_PIXELS
 from .settings import MAX_IMAGE_SIDE as MAX_SIDE
 
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
 
 class ImageError(ValueError):
     """The input image cannot be used (empty, wrong dtype/shape, NaN, too large)."""
+
+
+def image_size_problem(
+    width: int, height: int, max_side: int = MAX_SIDE, max_pixels: int = MAX_PIXELS
+) -> str | None:
+    """Why a width x height image is refused (empty or over the one limit), or None if it fits;
+    the predictor, the node's converter and the CLI's file reader all ask this."""
+    if width <= 0 or height <= 0:
+        return f"image is empty ({width}x{height} px)"
+    if max(width, height) > max_side or width * height > max_pixels:
+        return (
+            f"image is {width}x{height} px; the limit is {max_side} px per side and "
+            f"{max_pixels / 1e6:g} MP in total (the model sees at most ~1000 px): "
+            "downscale it before detection"
+        )
+    return None
+
+
+@contextlib.contextmanager
+def open_encoded_image(
+    source, max_side: int = MAX_SIDE, max_pixels: int = MAX_PIXELS
+) -> Iterator[PILImage]:
+    """Open an encoded image (a path or a binary file object) with Pillow, its size checked
+    from the header against the one limit before any pixel is decoded (ImageError otherwise).
+    Pillow's own decompression-bomb warning (at a higher size) is silenced: ours comes first."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(source)
+        except Image.DecompressionBombError as error:
+            raise ImageError(f"image is too large: {error}") from None
+        with img:
+            problem = image_size_problem(img.width, img.height, max_side, max_pixels)
+            if problem:
+                raise ImageError(problem)
+            yield img
 
 
 # --------------------------------------------------------------------------- input checks
@@ -83,14 +130,9 @@ def load_image(image, device: str | torch.device = "cpu") -> torch.Tensor:
     if not chw:
         tensor = tensor.permute(2, 0, 1)
     height, width = int(tensor.shape[1]), int(tensor.shape[2])
-    if height == 0 or width == 0:
-        raise ImageError(f"image is empty ({width}x{height} px)")
-    if max(height, width) > MAX_SIDE or height * width > MAX_PIXELS:
-        raise ImageError(
-            f"image is {width}x{height} px; the limit is {MAX_SIDE} px per side and "
-            f"{MAX_PIXELS // 1_000_000} MP in total (the model sees at most ~1000 px): "
-            "downscale it before detection"
-        )
+    problem = image_size_problem(width, height)
+    if problem:
+        raise ImageError(problem)
     tensor = tensor.to(device)
     if tensor.is_floating_point():
         tensor = tensor.float()
@@ -126,11 +168,26 @@ def resize_bicubic(image: torch.Tensor, height: int, width: int) -> torch.Tensor
             image[None], (height, width), mode="bicubic", antialias=True, align_corners=False
         )
         return out[0].float() / 255.0
-    x = to_unit_float(image)
-    if tuple(x.shape[-2:]) == (height, width):
-        return x
-    out = F.interpolate(x[None], (height, width), mode="bicubic", antialias=True)
-    return out[0].clamp_(0.0, 1.0)
+    if tuple(image.shape[-2:]) == (height, width):
+        return to_unit_float(image)
+    return _resize_bicubic_levels(image, height, width) / 255.0
+
+
+def _resize_bicubic_levels(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The uint8 kernel's rule in float, for float images and non-CPU devices (no uint8 kernel).
+
+    Two passes, horizontal then vertical, each rounded and clamped to whole 0..255 levels as
+    the uint8 kernel (and PIL) does: without that, the bicubic overshoot of the first pass is
+    amplified by the second (up to 14 levels off the processors). Returns float levels.
+    """
+    x = image.float() if image.dtype == torch.uint8 else image.float() * 255.0
+    if x.shape[-1] != width:
+        x = F.interpolate(x[None], (x.shape[-2], width), mode="bicubic", antialias=True)[0]
+        x = x.round_().clamp_(0.0, 255.0)
+    if x.shape[-2] != height:
+        x = F.interpolate(x[None], (height, width), mode="bicubic", antialias=True)[0]
+        x = x.round_().clamp_(0.0, 255.0)
+    return x
 
 
 def _mirror(index: torch.Tensor, n: int) -> torch.Tensor:

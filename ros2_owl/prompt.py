@@ -30,6 +30,7 @@ from .prompt_parser import (
     PromptError,
     PromptWarning,
     TreeNode,
+    is_blank,
     read_label,
 )
 from .settings import check_fraction
@@ -50,6 +51,7 @@ __all__ = [
     "TreeNode",
     "caret_message",
     "check_runnable",
+    "is_blank",
     "parse_prompt",
     "tree_from_dict",
 ]
@@ -325,9 +327,22 @@ def check_runnable(tree: Tree) -> Tree:
     return tree
 
 
-def caret_message(prompt: str, error: Exception) -> str:
-    """The error's message, then the prompt with a caret under its column (when it has one)."""
+ERROR_CONTEXT = 60  # characters of the prompt shown on each side of an error's column
+
+
+def caret_message(prompt: str, error: Exception, context: int = ERROR_CONTEXT) -> str:
+    """The error's message, then the prompt around its column with a caret under the column.
+
+    The one formatter of prompt errors (service, parameter refusal, CLI, start-up): only
+    `context` characters on each side are shown ("..." marks a cut), so a huge prompt never
+    comes back whole; characters that would break the caret's alignment (line breaks, tabs,
+    invisible characters) are shown as spaces. Errors without a column: the message only.
+    """
     column = getattr(error, "column", None)
-    if column is None or not 0 <= column <= len(prompt):
+    if not isinstance(prompt, str) or not isinstance(column, int) or not 0 <= column <= len(prompt):
         return str(error)
-    return f"{error}\n  {prompt}\n  {' ' * column}^"
+    start, end = max(0, column - context), min(len(prompt), column + context + 1)
+    head = "..." if start > 0 else ""
+    tail = "..." if end < len(prompt) else ""
+    shown = "".join(ch if ch.isprintable() else " " for ch in prompt[start:end])
+    return f"{error}\n  {head}{shown}{tail}\n  {' ' * (len(head) + column - start)}^"

@@ -72,6 +72,13 @@ MAX_PROMPT_CHARS = 1000  # whole prompt, in characters
 MAX_LABELS = 64  # labels besides the root 'image' (each is text encoding + per-region work)
 MAX_DEPTH = 4  # nesting levels of groups; every level is another crop-and-encode pass
 MAX_LABEL_CHARS = 100  # one label's text; the predictor re-checks the 16-token encoder limit
+_INVISIBLE = frozenset(("Cf", "Zs", "Zl", "Zp"))  # Unicode format and space characters
+
+
+def is_blank(text: str) -> bool:
+    """True when `text` shows nothing: only white space and Unicode format/space characters
+    (e.g. U+200B ZERO WIDTH SPACE), which encode to a label nobody can read or type."""
+    return all(ch.isspace() or unicodedata.category(ch) in _INVISIBLE for ch in text)
 
 
 _OPS = {"[": DETECT, "(": CLASSIFY}
@@ -127,7 +134,7 @@ def read_label(segment: str, op: Op) -> tuple[str, float | None, str | None, int
     threshold = _read_threshold(segment, at, op) if at >= 0 else None
     text = body.strip()
     offset = len(body) - len(body.lstrip())
-    if not text:
+    if is_blank(text):
         what = "empty label before '@'" if at >= 0 else "empty label"
         raise Problem(0, what, f"write a label between brackets and commas, {_EXAMPLE}")
     if len(text) > MAX_LABEL_CHARS:
@@ -319,6 +326,8 @@ class Parser:
         while end < len(self.text) and self.text[end] not in STRUCTURE:
             end += 1
         snippet = self.text[i:end].rstrip()
+        if len(snippet) > 40:  # the message names the text; the caret window shows the rest
+            snippet = snippet[:37] + "..."
         if not self.stack:
             raise self.fail(
                 i,

@@ -3,7 +3,9 @@
 The embedding is chosen the way transformers' ``image_guided_detection`` does:
 
 * OWL-ViT: among the reference image's predicted boxes, take those whose IoU with the query box
-  is at least 0.8 x the best IoU (generalised IoU when nothing overlaps) and keep the class
+  is within 20% of the best IoU (generalised IoU when nothing overlaps; transformers' ``0.8 x
+  best`` cut selects nothing when that best is negative, so every box inside the image
+  gets a patch here) and keep the class
   embedding of the one least similar to the image's mean embedding. With no box, the query box
   is the whole (stretched) image, exactly as transformers does.
 * OWLv2: with no box, the box with the highest objectness (transformers' rule); with a box, the

@@ -25,6 +25,8 @@ from dataclasses import dataclass, fields, make_dataclass, replace
 from numbers import Real
 from typing import Any
 
+from .prompt_parser import is_blank
+
 DEFAULT_MODEL = "google/owlvit-base-patch32"
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 DEFAULT_PROMPT = "[a person [a face, a hand] (standing, sitting)]"
@@ -58,7 +60,7 @@ def parse_label_threshold(item: str) -> tuple[str, float]:
     """'a person=0.3' -> ('a person', 0.3); the last '=' splits (ValueError with the item)."""
     label, sep, value = item.rpartition("=")
     label = label.strip()
-    if not sep or not label:
+    if not sep or is_blank(label):  # invisible characters only: no label anyone can write
         raise ValueError(f"label_thresholds item {item!r} is not 'label=value'")
     try:
         number = float(value)
@@ -82,7 +84,7 @@ def format_label_thresholds(thresholds: Mapping[str, float]) -> list[str]:
 
 
 def _check_prompt(value: str) -> str | None:
-    return None if value.strip() else "the prompt must not be empty"
+    return None if not is_blank(value) else "the prompt must not be empty"
 
 
 def _check_label_thresholds(value: tuple[str, ...]) -> str | None:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -214,3 +218,50 @@ def test_module_fingerprint_is_independent_of_thread_count():
     finally:
         torch.set_num_threads(threads)
     assert module_fingerprint(module.to(torch.bfloat16)) != one  # dtype and bytes count
+
+
+READ_ONLY_CHECK = """
+import sys
+from ros2_owl.backends.cache import ArtefactCache, CacheError
+from ros2_owl.backends.export import export_cached
+from test_export import ToyEncoder
+
+cache = ArtefactCache(sys.argv[1])
+entry = export_cached(ToyEncoder(), model_id="toy", cache=cache, max_batch=2)
+print("reused", entry.path)
+try:
+    export_cached(ToyEncoder(seed=1), model_id="toy", cache=cache, max_batch=2)
+except CacheError as error:
+    print("refused", error)
+"""
+
+
+def _run_on_read_only_mount(root: Path, code: str) -> subprocess.CompletedProcess:
+    """Run python `code` in a private mount namespace where `root` is a read-only bind mount."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"]).returncode:
+        pytest.skip("making a read-only filesystem needs unshare -m (root or CAP_SYS_ADMIN)")
+    shell = 'mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" "$1" && exec "$2" -c "$3" "$1"'
+    env = dict(os.environ)
+    test_dir = str(Path(__file__).parent)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [test_dir, str(Path(test_dir).parent), env.get("PYTHONPATH", "")]
+    )
+    argv = ["unshare", "-m", "sh", "-c", shell, "sh", str(root), sys.executable, code]
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_read_only_cache_reads_a_valid_artefact_and_names_the_fix_otherwise(tmp_path):
+    """A valid artefact is used without the build lock; nothing valid is one clear line."""
+    from test_export import ToyEncoder
+
+    from ros2_owl.backends.export import export_cached
+
+    built = export_cached(ToyEncoder(), model_id="toy", cache=ArtefactCache(tmp_path), max_batch=2)
+    for lock in tmp_path.rglob("*.lock"):
+        lock.unlink()  # a cache copied onto read-only media has no lock files
+    done = _run_on_read_only_mount(tmp_path, READ_ONLY_CHECK)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert lines[0] == f"reused {built.path}", done.stdout
+    assert lines[1].startswith(f"refused the artefact cache {tmp_path} is not writable"), lines[1]
+    assert "ROS2_OWL_CACHE" in lines[1] and len(lines) == 2

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import struct
+import subprocess
+import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -80,3 +84,104 @@ def test_demo_falls_back_to_random_weights_loudly(
 
 def test_build_engine_subcommand_is_wired(tmp_path, capsys):
     assert cli.main(["build-engine", "--list", "--cache-dir", str(tmp_path)]) == 0
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height but that holds no pixel data at all."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + body))
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def test_exif_orientation_is_applied(tmp_path, tiny_owlvit_dir, capsys):
+    """A JPEG stored 40x20 with Orientation=6 (rotate 90 degrees clockwise) is 20x40 upright."""
+    stored = np.zeros((20, 40, 3), np.uint8)
+    stored[:, :10] = 255  # the stored left edge becomes the top after rotating clockwise
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "rotated.jpg"
+    Image.fromarray(stored).save(path, exif=exif, quality=95)
+    upright = cli.read_image(str(path))
+    assert upright.shape == (40, 20, 3)
+    assert upright[:8].mean() > 200 and upright[-20:].mean() < 50
+    argv = ["detect", str(path), "--prompt", "[a cat]", "--no-clip"]
+    assert cli.main(argv + ["--model", str(tiny_owlvit_dir), "--max-detections", "1"]) == 0
+    assert f"{path} (20x40): " in capsys.readouterr().out
+
+
+def test_oversized_image_is_refused_from_its_header(tmp_path, tiny_owlvit_dir, capsys, recwarn):
+    """A 12000x12000 PNG is refused by the one size limit before decoding: its header is all
+    this file has, so decoding would fail with another message."""
+    path = tmp_path / "huge.png"
+    path.write_bytes(_png_header_only(12000, 12000))
+    argv = [
+        "detect",
+        str(path),
+        "--prompt",
+        "[a cat]",
+        "--no-clip",
+        "--model",
+        str(tiny_owlvit_dir),
+    ]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "image is 12000x12000 px; the limit is 8192 px per side" in err, err
+    assert not [w for w in recwarn if "DecompressionBomb" in type(w.message).__name__]
+
+
+def test_huge_prompt_error_shows_a_window_not_the_prompt(image_file, tiny_owlvit_dir, capsys):
+    prompt = "[a cat, " + "x" * 1_000_000 + "]"
+    argv = ["detect", str(image_file), "--prompt", prompt, "--no-clip"]
+    assert cli.main(argv + ["--model", str(tiny_owlvit_dir)]) == 1
+    err = capsys.readouterr().err
+    assert "too long" in err and "^" in err and len(err) < 400, len(err)
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--backend", "tensorrt"], "tensorrt"),
+        (["--annotate", "{file}/sub"], "cannot write annotated images"),
+        (["--backend", "onnxruntime", "--cache-dir", "{file}/cache"], "{file}"),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_1(
+    extra, expected, image_file, tiny_owlvit_dir, tmp_path, capsys
+):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a directory")
+    extra = [x.format(file=a_file) for x in extra]
+    argv = ["detect", str(image_file), "--prompt", "[a cat]", "--no-clip"]
+    argv += ["--model", str(tiny_owlvit_dir), *extra]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert expected.format(file=a_file) in err
+    with pytest.raises(Exception):  # noqa: B017  --debug: the real exception, for a bug report
+        cli.main([*argv, "--debug"])
+
+
+@pytest.mark.parametrize("option", ["--backend", "--dtype"])
+def test_unknown_backend_or_dtype_is_a_usage_error(option, image_file, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["detect", str(image_file), "--prompt", "[a cat]", option, "bogus"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "must be one of" in err and "'bogus'" in err and "Traceback" not in err
+
+
+def test_console_command_prints_no_traceback(image_file, tiny_owlvit_dir):
+    argv = [sys.executable, "-m", "ros2_owl.cli", "detect", str(image_file), "--no-clip"]
+    argv += ["--prompt", "[a cat]", "--model", str(tiny_owlvit_dir), "--backend", "tensorrt"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    # the tiny test model's loud RANDOM WEIGHTS warning aside, stderr is the one error line
+    lines = [x for x in done.stderr.splitlines() if x.strip() and not x.startswith("!!!")]
+    assert "Traceback" not in done.stderr and len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: backend 'tensorrt' needs NVIDIA TensorRT")
+    debug = subprocess.run([*argv, "--debug"], capture_output=True, text=True, timeout=300)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr

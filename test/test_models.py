@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,13 @@ def test_missing_directory_names_the_path(tmp_path):
         OwlModel.load(str(tmp_path / "nowhere"))
     assert str(tmp_path / "nowhere") in str(info.value)
     assert issubclass(ModelLoadError, RuntimeError)
+
+
+def test_model_path_that_is_a_file_says_so(tmp_path, tiny_owlvit_dir):
+    weights = next(p for p in Path(tiny_owlvit_dir).iterdir() if p.suffix == ".safetensors")
+    with pytest.raises(ModelLoadError, match="is a file, not a model directory") as info:
+        OwlModel.load(str(weights))
+    assert "config.json" in str(info.value) and "does not exist" not in str(info.value)
 
 
 def test_directory_without_config_lists_its_files(tmp_path):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import subprocess
+import threading
 
 from fixtures_ros import _import_rclpy, child_env
-from peers.owl_support import owl_node_args
+from peers.owl_support import compressed_msg, owl_node_args, scene
 
 
 def _start(tmp_path, name: str, **params) -> subprocess.Popen:
@@ -70,3 +71,50 @@ def test_bad_setups_exit_2_with_a_clear_message(tmp_path, tiny_owlvit_dir, tiny_
         elif "Traceback" in out:
             failures.append(f"{name}: a traceback instead of a message:\n{out[-2000:]}")
     assert not failures, "\n\n".join(failures)
+
+
+def test_ctrl_c_during_inference_is_silent_and_exits_0(
+    tmp_path, ros, ros_process, tiny_owlvit_dir, tiny_clip_dir
+):
+    """SIGINT while the worker is busy with large frames (each takes a while to resize): the
+    node stops its worker before the context goes, so no false warning, no traceback, exit 0."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CompressedImage
+    from vision_msgs.msg import Detection2DArray
+
+    ns = "/shutdown_test"
+    args = owl_node_args(
+        ns,
+        model=tiny_owlvit_dir,
+        clip_model=tiny_clip_dir,
+        prompt='"[a cat [an ear]] (indoor, outdoor)"',
+        threshold=0.0,
+        no_frame_warning=0.0,
+        image_topics=["image/compressed"],
+        input_reliability="reliable",
+    )
+    proc = ros_process(args, "owl_node")
+    reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+    pub = ros.publisher(CompressedImage, f"{ns}/image/compressed", reliable)
+    results = ros.collector(Detection2DArray, f"{ns}/detections")
+    big = compressed_msg(scene(3840, 2160, seed=1), 1)  # decode + resize: a busy worker
+    ros.wait_for_subscribers(pub, timeout=120)
+    stop = threading.Event()
+
+    def stream():
+        while not stop.is_set():
+            pub.publish(big)
+            stop.wait(0.02)  # source pacing; the node keeps only the newest frame
+
+    streamer = threading.Thread(target=stream, daemon=True)
+    streamer.start()
+    try:
+        results.wait_for(timeout=120)  # the worker is now busy frame after frame
+        code = proc.stop(timeout=30)
+    finally:
+        stop.set()
+        streamer.join()
+    out = proc.output()
+    assert code == 0, out[-3000:]
+    for noise in ("inference failed", "Traceback", "WARN", "ERROR", "context is invalid"):
+        assert noise not in out, f"{noise!r} on a clean stop:\n{out[-3000:]}"

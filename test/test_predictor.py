@@ -162,13 +162,51 @@ def test_root_classify_and_single_label_score(owlvit):
     single = owlvit.prepare("(indoor)")
     (one,) = owlvit.predict(synthetic_scene(), single).image_classifications
     clip = owlvit.clip
-    pixels = clip.preprocess_image(torch.from_numpy(synthetic_scene()).permute(2, 0, 1))[None]
+    # the whole frame, padded to a square (the region rule), not CLIPProcessor's centre crop
+    pixels = clip.preprocess_region(torch.from_numpy(synthetic_scene()).permute(2, 0, 1))[None]
     emb = owlvit.clip_encoder(pixels)["image_embeds"]
     texts = clip.encode_text(["indoor", NEUTRAL_PROMPT])
     logits = clip.logits(emb, texts)[0]
     expected = torch.sigmoid(logits[0] - logits[1]).item()
     assert one.scores[0].score == pytest.approx(expected, abs=1e-5)
     assert 0.0 < expected < 1.0
+
+
+def test_root_classify_sees_the_whole_wide_frame(owlvit):
+    """A 16:9 frame whose only content is in its left and right fifths: a centre crop would see
+    the same uniform grey whatever is there; the padded square sees it."""
+    state = owlvit.prepare("(indoors, outdoors)")
+    grey = np.full((90, 160, 3), 128, np.uint8)
+    edges = grey.copy()
+    edges[:, :32] = (250, 20, 20)
+    edges[:, -32:] = (20, 20, 250)
+    plain = owlvit.predict(grey, state).image_classifications[0].scores[0].score
+    framed = owlvit.predict(edges, state).image_classifications[0].scores[0].score
+    assert abs(plain - framed) > 1e-4
+
+
+@pytest.mark.parametrize("which", ["owlvit", "owlv2"])
+@pytest.mark.parametrize("prompt", ["[a cat, a dog]", "[a cat [an ear, a dog]]"])
+def test_no_zero_area_boxes_at_any_level(which, prompt, request):
+    """OWLv2 patches in the bottom padding of a 640x360 frame clip to zero height; such boxes
+    (and boxes of nested levels that fall outside their parent) are dropped, not published."""
+    predictor = request.getfixturevalue(which)
+    state = predictor.prepare(prompt, threshold=0.0)
+    frame = np.asarray(
+        torch.nn.functional.interpolate(
+            torch.from_numpy(synthetic_scene()).permute(2, 0, 1)[None].float(), (360, 640)
+        )[0]
+        .permute(1, 2, 0)
+        .byte()
+    )
+    config = PredictorConfig(threshold=0.0, nms_iou=None, max_detections=10_000, max_regions=4)
+    result = predictor.predict(frame, state, config)
+    assert result.detections
+    for d in result.detections:
+        x0, y0, x1, y1 = d.box
+        assert x1 - x0 >= 0.01 and y1 - y0 >= 0.01, d
+    if "[an ear" in prompt:
+        assert any(d.parent_id != 0 for d in result.detections)
 
 
 def test_text_cache_counts(owlvit):

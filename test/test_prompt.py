@@ -615,3 +615,29 @@ def test_mutated_valid_prompts_parse_or_raise_prompt_error(case, data):
     else:
         text = text[:pos] + text[pos + 1 :]
     _check_parse_or_error(text)
+
+
+@pytest.mark.parametrize("label", ["\u200b", "\u200b\u200d", " \u2060 ", "\u3000", "\ufeff"])
+def test_invisible_labels_are_empty(label):
+    from ros2_owl.prompt import is_blank
+
+    with pytest.raises(PromptError, match="empty label"):
+        parse_prompt(f"[a cat, {label}]")
+    assert is_blank(label) and not is_blank("a\u200bcat")
+
+
+def test_error_window_shows_about_60_characters_each_side():
+    from ros2_owl.prompt import caret_message
+
+    prompt = "[a cat, " + "y" * 90 + " ] x" + "z" * 1_000_000
+    with pytest.raises(PromptError) as info:
+        parse_prompt(prompt[:990])  # text after ']' fails at column 101
+    assert info.value.column == 101
+    text = caret_message(prompt[:990], info.value)
+    message, shown, caret = text.split("\n")
+    assert shown.startswith("  ...") and shown.endswith("...")
+    assert len(shown) <= 2 + 3 + 121 + 3
+    assert shown[caret.index("^")] == "x"  # the caret sits under the column
+    huge = PromptError("too long", 1000)
+    assert len(caret_message(prompt, huge)) < 220
+    assert caret_message("[a\tb\nc", PromptError("bad", 4)).split("\n")[2] == "      ^"

@@ -9,7 +9,7 @@ import torch
 import transformers as tf
 from fixtures_models import noise_image
 
-from ros2_owl.models.owl import decode_logits
+from ros2_owl.models.owl import decode_logits, select_query_patch
 from ros2_owl.predictor import PredictorConfig, TreePredictor
 from ros2_owl.queries import QueryStore, check_query_name
 
@@ -55,6 +55,40 @@ def test_query_box_selects_an_overlapping_patch(predictor):
     assert torch.equal(query.embedding, outputs["class_embeds"][0, query.patch_index])
     with pytest.raises(ValueError, match="not inside the 120x80 image"):
         predictor.register_query("bad", img, (10, 10, 200, 20))
+
+
+@pytest.mark.parametrize("objectness", [False, True])
+def test_a_box_that_overlaps_no_predicted_box_still_selects_a_patch(objectness):
+    """Nothing overlaps: the generalised IoUs are all negative and transformers' 0.8 x best
+    cut selects nothing (IndexError); the patch nearest the box is chosen instead."""
+    centres = torch.tensor([[0.7, 0.7], [0.9, 0.9], [0.6, 0.8]])
+    outputs = {
+        "pred_boxes": torch.cat([centres, torch.full((3, 2), 0.1)], dim=1)[None],
+        "class_embeds": torch.randn(1, 3, 8, generator=torch.Generator().manual_seed(0)),
+    }
+    if objectness:
+        outputs["objectness"] = torch.tensor([[0.0, 5.0, 1.0]])
+    one_pixel = torch.tensor([0.0, 0.0, 0.01, 0.01])
+    embeds = outputs["class_embeds"][0]
+    # every generalised IoU is about -0.98: all three are within 20% of the best
+    expected = 1 if objectness else int((embeds @ embeds.mean(dim=0)).argmin())
+    assert select_query_patch(outputs, one_pixel) == expected
+
+
+def test_every_tiny_box_inside_the_image_gets_a_patch(predictor):
+    """1x1 and 2x1 px boxes all over the image (corners, edges, padding side) never fail."""
+    img = noise_image(60, 100, 5)
+    boxes = [(x, y, x + w, y + 1) for x in (0, 37, 99 - 1) for y in (0, 30, 59) for w in (1, 2)]
+    boxes = [b for b in boxes if b[2] <= 100]
+    for box in boxes:
+        query = predictor.register_query("tiny", img, box)
+        assert (
+            0
+            <= query.patch_index
+            < predictor.owl_encoder(
+                predictor.owl.preprocessor(torch.from_numpy(img).permute(2, 0, 1))[None]
+            )["class_embeds"].shape[1]
+        )
 
 
 def test_save_and_load_round_trip(predictor, tmp_path):

@@ -148,6 +148,32 @@ def test_yuv_limited_range_extremes():
     np.testing.assert_array_equal(out[0, 1], [255, 255, 255])
 
 
+def bt601_reference(y, u, v) -> np.ndarray:
+    """BT.601 limited range in float64, rounded half up (an exact decimal .5 rounds up; the
+    1e-9 only absorbs float64's representation error of such ties) and clipped to 0..255."""
+    y, u, v = (np.asarray(c, np.float64) for c in (y, u, v))
+    r = 1.164 * (y - 16) + 1.596 * (v - 128)
+    g = 1.164 * (y - 16) - 0.392 * (u - 128) - 0.813 * (v - 128)
+    b = 1.164 * (y - 16) + 2.017 * (u - 128)
+    return np.clip(np.floor(np.stack([r, g, b], -1) + 0.5 + 1e-9), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("chroma", ["u", "v"])
+def test_yuv422_is_exact_for_every_luma_chroma_pair(chroma):
+    """All 65,536 (Y, U) pairs (V = 128) or (Y, V) pairs (U = 128), as 256 rows of 256 pixel
+    pairs: exact against the float formula (bright Y with high U once overflowed to B = 0)."""
+    y = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 256, 1)  # row = Y
+    c = np.repeat(np.arange(256, dtype=np.uint8)[None, :], 256, 0)  # column = U or V
+    u, v = (c, np.full_like(c, 128)) if chroma == "u" else (np.full_like(c, 128), c)
+    packed = np.stack([u, y, v, y], -1).reshape(256, 256 * 4)  # U Y V Y: two equal pixels
+    msg = make_msg(packed, "uyvy")
+    msg.width = 512
+    out = message_to_rgb(msg)[:, 0::2]
+    np.testing.assert_array_equal(out, bt601_reference(y, u, v))
+    if chroma == "u":  # the reported overflow: Y 236, U 250 once gave B = 0
+        assert out[236, 250, 2] == 255
+
+
 @pytest.mark.parametrize("encoding", ["nv12", "nv21"])
 def test_nv12_nv21(encoding):
     flat = np.repeat(np.repeat(RNG.integers(30, 220, size=(2, 3, 3), dtype=np.uint8), 2, 0), 2, 1)
@@ -219,13 +245,36 @@ def test_unknown_encoding_lists_the_supported_ones():
 def test_zero_size(field):
     msg = make_msg(RGB, "rgb8")
     setattr(msg, field, 0)
-    bad(msg, "empty image")
+    bad(msg, "image is empty")
 
 
 def test_absurd_size_rejected_before_reading_data():
     msg = Image(width=1_000_000, height=1_000_000, step=3_000_000, encoding="rgb8")
-    bad(msg, "absurd image size 1000000x1000000")
-    bad(make_msg(RGB, "rgb8"), "absurd", ImageLimits(max_side=4))
+    bad(msg, "image is 1000000x1000000 px; the limit is")
+    bad(make_msg(RGB, "rgb8"), "limit is 4 px per side", ImageLimits(max_side=4))
+
+
+def test_the_converter_uses_the_predictors_one_size_limit():
+    """One limit, defined once (settings): a frame the predictor would refuse is refused from
+    the header, before its data is read (here it has none at all)."""
+    from ros2_owl import settings
+
+    assert ImageLimits() == ImageLimits(settings.MAX_IMAGE_SIDE, settings.MAX_IMAGE_PIXELS)
+    wide = Image(
+        width=settings.MAX_IMAGE_SIDE + 2, height=2, step=3 * (settings.MAX_IMAGE_SIDE + 2)
+    )
+    wide.encoding = "rgb8"
+    bad(wide, f"limit is {settings.MAX_IMAGE_SIDE} px per side")
+    side = int(settings.MAX_IMAGE_PIXELS**0.5) + 2  # under MAX_SIDE, over MAX_PIXELS
+    big = Image(width=side, height=side, step=3 * side, encoding="rgb8")
+    bad(big, "MP in total")
+    ihdr = struct.pack(">IIBBBBB", settings.MAX_IMAGE_SIDE + 8, 16, 8, 2, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IEND", b"")  # no pixel data
+    bad(compressed(png, "png"), f"image is {settings.MAX_IMAGE_SIDE + 8}x16 px")
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
 def test_odd_width_yuv_rejected():
@@ -297,7 +346,7 @@ def test_compressed_bomb_header_rejected_before_decoding():
         + chunk(b"IDAT", zlib.compress(b""))
         + chunk(b"IEND", b"")
     )
-    bad(compressed(png, "png"), "absurd image size.*3600000000 pixels")
+    bad(compressed(png, "png"), "image is too large.*3600000000 pixels")
 
 
 def test_rgb_to_image_msg_round_trip():

@@ -273,12 +273,53 @@ class ArtefactCache:
             tmpdir.rmdir()
         return CacheEntry(path, self.manifest_path(path), manifest)
 
+    def peek(self, key: ArtefactKey, ext: str) -> CacheEntry | None:
+        """A valid artefact for key, read without locking or deleting anything (a read-only
+        cache works); None when it is absent or not valid (the locked path then decides)."""
+        path = self.path_for(key, ext)
+        mpath = self.manifest_path(path)
+        try:
+            return CacheEntry(path, mpath, self._validate(key, path, mpath))
+        except (CacheError, OSError):
+            return None
+
+    def load_or_build(
+        self,
+        key: ArtefactKey,
+        ext: str,
+        build: Callable[[], CacheEntry],
+        *,
+        force: bool = False,
+        on_invalid: OnInvalid = "rebuild",
+    ) -> tuple[CacheEntry, bool]:
+        """(entry, built): a valid artefact is read without a lock; only a build takes the lock
+        (and re-checks, since another process may have built it meanwhile)."""
+        if not force:
+            entry = self.peek(key, ext)
+            if entry is not None:
+                return entry, False
+        with self.lock(key, ext):
+            if force:
+                self.remove(self.path_for(key, ext))
+            entry = self.load(key, ext, on_invalid=on_invalid)
+            if entry is not None:
+                return entry, False
+            return build(), True
+
     @contextlib.contextmanager
     def lock(self, key: ArtefactKey, ext: str) -> Iterator[None]:
         """Exclusive per-artefact lock: a second process waits for a build instead of repeating it."""
         path = self.path_for(key, ext)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.with_name(path.name + ".lock"), "a") as handle:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(path.with_name(path.name + ".lock"), "a")  # noqa: SIM115
+        except OSError as err:
+            raise CacheError(
+                f"the artefact cache {self.root} is not writable ({err.strerror or err}) and "
+                f"holds no valid {path.name}: build it where the cache is writable, or set "
+                f"{CACHE_ENV} (or cache_dir) to a writable directory"
+            ) from err
+        with handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield

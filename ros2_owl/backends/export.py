@@ -330,14 +330,16 @@ def export_cached(
     cache = cache or ArtefactCache()
     key = onnx_key(module, model_id=model_id, revision=revision, max_batch=max_batch, opset=opset)
     say = progress or (lambda msg: LOG.info("%s", msg))
-    with cache.lock(key, "onnx"):
-        if force:
-            cache.remove(cache.path_for(key, "onnx"))
-        entry = cache.load(key, "onnx", on_invalid=on_invalid)
-        if entry is not None:
-            say(f"cached ONNX {entry.path}")
-            return entry
-        return _export_and_store(module, key, cache, max_batch, opset, verify, say)
+    entry, built = cache.load_or_build(
+        key,
+        "onnx",
+        lambda: _export_and_store(module, key, cache, max_batch, opset, verify, say),
+        force=force,
+        on_invalid=on_invalid,
+    )
+    if not built:
+        say(f"cached ONNX {entry.path}")
+    return entry
 
 
 def _export_and_store(module, key, cache, max_batch, opset, verify, say) -> CacheEntry:

@@ -281,14 +281,15 @@ def make_tensorrt_encoder(
     onnx_entry = options.export(module, verify=importlib.util.find_spec("onnxruntime") is not None)
     fp16 = dtype == torch.float16
     key = engine_key(onnx_entry, device=dev, fp16=fp16, opt_batch=opt_batch)
-    with cache.lock(key, "engine"):
-        if options.force:
-            cache.remove(cache.path_for(key, "engine"))
-        entry = cache.load(key, "engine", on_invalid=options.on_invalid)
-        if entry is None:
-            entry = _build_and_store(
-                cache, key, module, onnx_entry.path, dev, opt_batch, options.progress
-            )
+    entry, _ = cache.load_or_build(
+        key,
+        "engine",
+        lambda: _build_and_store(
+            cache, key, module, onnx_entry.path, dev, opt_batch, options.progress
+        ),
+        force=options.force,
+        on_invalid=options.on_invalid,
+    )
     return TensorRTImageEncoder(
         entry.path, device=dev, output_names=names, image_size=size, max_batch=options.max_batch
     )

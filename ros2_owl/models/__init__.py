@@ -82,6 +82,13 @@ def load_pretrained(
     model_id = str(model_id)
     if looks_like_path(model_id):
         path = Path(model_id).expanduser()
+        if path.exists() and not path.is_dir():
+            raise ModelLoadError(
+                f"cannot load {what} model: {str(path)!r} is a file, not a model directory; give "
+                "the directory that holds it: a model directory (written by save_pretrained) "
+                "holds config.json, the weights (model.safetensors or pytorch_model.bin) and the "
+                "processor files (preprocessor_config.json, tokenizer files)"
+            )
         if not path.is_dir():
             raise ModelLoadError(
                 f"cannot load {what} model: local directory {str(path)!r} does not exist "

@@ -91,9 +91,11 @@ class ClipModel(CachedTextEncoder):
         return cls(model, loaded.tokenizer, info, loaded.mean, loaded.std)
 
     def pixels(self, image: torch.Tensor, boxes: Sequence[Sequence[float]] | None) -> torch.Tensor:
-        """Model input [R, 3, S, S]: the whole image (boxes None, CLIPProcessor's rule) or crops."""
+        """Model input [R, 3, S, S]: the whole image (boxes None) or crops, each padded to a
+        square (centred, mean colour) like every region, never centre-cropped as CLIPProcessor
+        does: a root group such as (indoors, outdoors) sees all of a 16:9 frame."""
         if boxes is None:
-            return self.preprocess_image(image)[None]
+            return self.preprocess_region(image)[None]
         return crop_regions(image, boxes, self.preprocess_region)[0]
 
     def group_texts(

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ..boxes import box_iou, cxcywh_to_xyxy, generalized_box_iou
+from ..boxes import box_iou, cxcywh_to_xyxy, generalized_box_iou, has_area
 from ..preprocess import Preprocessor, crop_regions, image_size
 from . import load_transformers_model
 from .text_cache import CachedTextEncoder, TextEmbeddingCache
@@ -96,7 +96,11 @@ def select_query_patch(outputs: dict[str, torch.Tensor], query_box: torch.Tensor
     ious = box_iou(target, corners)[0]
     if torch.all(ious == 0):
         ious = generalized_box_iou(target, corners)[0]
-    selected = (ious >= ious.max() * 0.8).nonzero().squeeze(1)
+    ious = torch.nan_to_num(ious, nan=-2.0)  # a NaN box (broken weights) is never the best
+    best = ious.max()
+    # within 20% of the best: 0.8 x best for a positive IoU (transformers' rule); a negative
+    # generalised IoU (no overlap at all) needs 1.2 x best, else nothing would qualify
+    selected = (ious >= best - 0.2 * best.abs()).nonzero().squeeze(1)
     if objectness is not None:
         return int(selected[objectness[0].float()[selected].argmax()])
     mean_sim = embeds[selected] @ embeds.mean(dim=0)
@@ -217,6 +221,10 @@ class OwlModel(CachedTextEncoder):
     ) -> Candidates:
         """Score every job's patches against its queries, keep those over their thresholds.
 
+        A box whose clipped width or height is under MIN_BOX_SIDE px (OWLv2 patches in the
+        square's padding, a child box outside its parent) is never a candidate: it takes no NMS
+        slot, no detection budget and no nested region.
+
         `exclusive` keeps only each patch's best label of its group (NanoOWL's rule).
         """
         boxes = decode_boxes(outputs)
@@ -224,13 +232,14 @@ class OwlModel(CachedTextEncoder):
         for job in jobs:
             one = {k: v[job.row : job.row + 1] for k, v in outputs.items()}
             scores = torch.sigmoid(decode_logits(one, job.queries)[0])
+            pixel_boxes = self.to_pixels(boxes[job.row], job.frame)
             keep = scores > torch.tensor(job.thresholds, device=scores.device)
+            keep &= has_area(pixel_boxes)[:, None]  # clipped to nothing: not a detection
             if exclusive:
                 best = torch.zeros_like(keep).scatter_(1, scores.argmax(dim=1, keepdim=True), True)
                 keep &= best
             patch, k = keep.nonzero(as_tuple=True)
             labels = torch.tensor(job.labels, device=scores.device)
-            pixel_boxes = self.to_pixels(boxes[job.row], job.frame)
             parts.append(
                 Candidates(
                     scores[patch, k],

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ros2_owl.preprocess import ImageError, image_size_problem, open_encoded_image
+from ros2_owl.settings import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
+
 __all__ = [
     "DEFAULT_LIMITS",
     "ImageConversionError",
@@ -27,10 +30,11 @@ class ImageConversionError(ValueError):
 
 @dataclass(frozen=True)
 class ImageLimits:
-    """Bounds that reject absurd frames before any large allocation happens."""
+    """Bounds that reject absurd frames before any large allocation happens; the defaults are
+    the predictor's one image-size limit (settings.MAX_IMAGE_SIDE / MAX_IMAGE_PIXELS)."""
 
-    max_side: int = 16384
-    max_pixels: int = 1 << 26  # 67 Mpx, e.g. 8192 x 8192
+    max_side: int = MAX_IMAGE_SIDE
+    max_pixels: int = MAX_IMAGE_PIXELS
 
 
 DEFAULT_LIMITS = ImageLimits()
@@ -93,13 +97,9 @@ def compressed_to_rgb(msg, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
 
 
 def _check_size(width: int, height: int, limits: ImageLimits) -> None:
-    if width <= 0 or height <= 0:
-        raise ImageConversionError(f"empty image: width={width} height={height}")
-    if width > limits.max_side or height > limits.max_side or width * height > limits.max_pixels:
-        raise ImageConversionError(
-            f"absurd image size {width}x{height} (limits: side <= {limits.max_side}, "
-            f"pixels <= {limits.max_pixels})"
-        )
+    problem = image_size_problem(width, height, limits.max_side, limits.max_pixels)
+    if problem:
+        raise ImageConversionError(problem)
 
 
 def _as_bytes(data) -> np.ndarray:
@@ -186,27 +186,23 @@ def raw_to_rgb(
     raise ImageConversionError(f"unsupported encoding {encoding!r} (supported: {known})")
 
 
-def _fixed(scale: float, offset: int) -> np.ndarray:
-    return np.round((np.arange(256) - offset) * scale * 64).astype(np.int16)
-
-
-# BT.601 limited range in 6-bit fixed point; every sum below stays inside int16.
-_LUT_Y, _LUT_RV, _LUT_GU, _LUT_GV, _LUT_BU = (
-    _fixed(1.164, 16),
-    _fixed(1.596, 128),
-    _fixed(-0.392, 128),
-    _fixed(-0.813, 128),
-    _fixed(2.017, 128),
-)
+# BT.601 limited range (the V4L2 convention) in exact integers: coefficients x 1000, so
+# R = (1164 (Y-16) + 1596 (V-128) + 500) // 1000 is the float formula rounded half up, with no
+# intermediate rounding and no overflow (int32; |sum| < 600,000).
+_LUT_Y = (np.arange(256, dtype=np.int32) - 16) * 1164 + 500
+_LUT_RV = (np.arange(256, dtype=np.int32) - 128) * 1596
+_LUT_GU = (np.arange(256, dtype=np.int32) - 128) * -392
+_LUT_GV = (np.arange(256, dtype=np.int32) - 128) * -813
+_LUT_BU = (np.arange(256, dtype=np.int32) - 128) * 2017
 
 
 def _yuv_to_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """BT.601 limited-range YUV to RGB (the V4L2 convention). `y` has one more axis than
     u/v, holding the pixels that share each chroma sample; returns y.shape + (3,)."""
-    luma = _LUT_Y[y] + np.int16(32)
+    luma = _LUT_Y[y]
     chroma = np.stack([_LUT_RV[v], _LUT_GU[u] + _LUT_GV[v], _LUT_BU[u]], axis=-1)
     rgb = luma[..., None] + chroma[..., None, :]
-    rgb >>= 6
+    rgb //= 1000
     np.clip(rgb, 0, 255, out=rgb)
     return rgb.astype(np.uint8)
 
@@ -240,7 +236,6 @@ def _demosaic(raw: np.ndarray, pattern: str) -> np.ndarray:
 
 def decode_compressed(data, fmt: str, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
     """Decode JPEG/PNG bytes with Pillow; the size is checked before pixels are decoded."""
-    from PIL import Image as PILImage
     from PIL import UnidentifiedImageError
 
     if "compresseddepth" in fmt.lower().replace(" ", ""):
@@ -249,8 +244,7 @@ def decode_compressed(data, fmt: str, limits: ImageLimits = DEFAULT_LIMITS) -> n
     if len(raw) == 0:
         raise ImageConversionError("empty compressed image")
     try:
-        with PILImage.open(io.BytesIO(raw)) as img:
-            _check_size(img.width, img.height, limits)
+        with open_encoded_image(io.BytesIO(raw), limits.max_side, limits.max_pixels) as img:
             img.load()
             if img.mode.startswith("I"):  # 16/32-bit grey (e.g. 16-bit PNG): keep the top byte
                 grey = np.asarray(img).astype(np.int64)
@@ -258,10 +252,8 @@ def decode_compressed(data, fmt: str, limits: ImageLimits = DEFAULT_LIMITS) -> n
                 grey = np.clip(grey >> shift, 0, 255).astype(np.uint8)
                 return np.repeat(grey[:, :, None], 3, axis=2)
             return np.array(img.convert("RGB"))  # writable: torch.from_numpy warns otherwise
-    except ImageConversionError:
-        raise
-    except PILImage.DecompressionBombError as exc:
-        raise ImageConversionError(f"absurd image size: {exc}") from exc
+    except ImageError as exc:  # empty or over the size limit, read from the header
+        raise ImageConversionError(str(exc)) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageConversionError(
             f"corrupt or unreadable {fmt or 'compressed'} image: {exc}"

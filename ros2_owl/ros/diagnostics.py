@@ -207,11 +207,16 @@ def encoder_facts(encoder) -> dict[str, str]:
 
 
 def node_status(node_name: str, **info) -> DiagnosticStatus:
-    """Static facts about the running model (model ids, backend, device, prompt)."""
+    """Facts about the running model (model ids, backend, device, prompt) and callback_errors
+    (exceptions the callback guard caught: WARN once there is any)."""
+    message = f"{info.get('model', '?')} on {info.get('backend', '?')}/{info.get('device', '?')}"
+    errors = int(info.get("callback_errors", 0))
+    if errors:
+        message += f"; {errors} callback error(s), last: {info.get('last_callback_error')}"
     return DiagnosticStatus(
-        level=DiagnosticStatus.OK,
+        level=DiagnosticStatus.WARN if errors else DiagnosticStatus.OK,
         name=f"{node_name}: model",
-        message=f"{info.get('model', '?')} on {info.get('backend', '?')}/{info.get('device', '?')}",
+        message=message,
         hardware_id=node_name,
         values=_kv(**info),
     )

@@ -42,6 +42,7 @@ from ros2_owl.ros.diagnostics import (
     encoder_facts,
     node_status,
 )
+from ros2_owl.ros.guard import CallbackGuard
 from ros2_owl.ros.params import declare_parameters, read_settings, validate_parameter
 from ros2_owl.settings import Settings, format_label_thresholds
 from ros2_owl.srv import RegisterQuery, SetPrompt
@@ -106,6 +107,7 @@ class OwlNode(Node):
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._mailbox = Mailbox()
+        self._guard = CallbackGuard(self.get_logger())  # no callback exception ends spin()
         try:
             self._setup(predictor)
         except BaseException:
@@ -143,13 +145,24 @@ class OwlNode(Node):
         self.cameras = [self._make_camera(i, t, prefixes[i]) for i, t in enumerate(s.image_topics)]
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._previous_stats: dict[int, Any] = {}
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.add_post_set_parameters_callback(self._after_set_parameters)
-        self.create_service(SetPrompt, "~/set_prompt", self._srv_set_prompt)
-        self.create_service(RegisterQuery, "~/register_query", self._srv_register_query)
-        self.create_timer(s.diagnostics_period, self._publish_diagnostics)
+        g = self._guard
+        self.add_on_set_parameters_callback(g.parameters(self._on_set_parameters))
+        self.add_post_set_parameters_callback(
+            g.call("parameter update", self._after_set_parameters)
+        )
+        self.create_service(
+            SetPrompt, "~/set_prompt", g.service("set_prompt", self._srv_set_prompt)
+        )
+        self.create_service(
+            RegisterQuery,
+            "~/register_query",
+            g.service("register_query", self._srv_register_query),
+        )
+        self.create_timer(s.diagnostics_period, g.call("diagnostics", self._publish_diagnostics))
         if s.no_frame_warning > 0:
-            self._no_frame_timer = self.create_timer(s.no_frame_warning, self._check_no_frames)
+            self._no_frame_timer = self.create_timer(
+                s.no_frame_warning, g.call("no-frame check", self._check_no_frames)
+            )
         self._publish_label_info()
         if s.web_port:
             self._start_web(s)
@@ -190,7 +203,8 @@ class OwlNode(Node):
         cam = Camera(index, topic, prefix, is_compressed_topic(topic), CameraStats(topic))
         msg_type = CompressedImage if cam.compressed else Image
         qos = input_qos(s.input_reliability, s.input_depth)
-        sub = self.create_subscription(msg_type, topic, lambda m, c=cam: self._on_frame(c, m), qos)
+        on_frame = self._guard.call(f"frame callback of {topic}", self._on_frame)
+        sub = self.create_subscription(msg_type, topic, lambda m, c=cam: on_frame(c, m), qos)
         cam.resolved_topic = sub.topic_name
         cam.stats.topic = sub.topic_name
         pubs = {
@@ -316,6 +330,14 @@ class OwlNode(Node):
             return resp
         tree = change.active.state.tree
         resp.warnings = [f"column {w.column}: {w.message}" for w in tree.warnings]
+        unused = [k for k in overrides if k not in tree.label_texts[1:]]
+        if unused:
+            note = (
+                f"thresholds for labels that are not in the prompt: {unused!r:.200}; they are "
+                "kept in label_thresholds and apply when a prompt has those labels"
+            )
+            resp.message += f"; warning: {note}"
+            resp.warnings.append(note)
         resp.labels = list(tree.label_texts)
         resp.nodes = messages.tree_nodes(tree)
         resp.tree_json = tree.to_json()
@@ -329,10 +351,8 @@ class OwlNode(Node):
                 raise ValueError("the query name must not be empty")
             image = message_to_rgb(req.image)
             h, w = image.shape[:2]
-            x0, y0, x1, y1 = messages.corners_from_bbox(req.bbox)
-            box = (
-                (0.0, 0.0, float(w), float(h)) if x1 - x0 <= 0 or y1 - y0 <= 0 else (x0, y0, x1, y1)
-            )
+            whole = req.bbox.size_x == 0 and req.bbox.size_y == 0  # "no box": the model's rule
+            box = None if whole else messages.corners_from_bbox(req.bbox)
             with self._encoder_lock:
                 self.predictor.register_query(name, image, box)
             if self._settings.queries_file:
@@ -372,6 +392,8 @@ class OwlNode(Node):
             try:
                 self._process(item.camera, item.msg, item.received)
             except Exception as exc:  # never let one frame kill the worker
+                if self._stop.is_set() or not self.context.ok():
+                    return  # shutting down (Ctrl-C): the publishers are gone, nothing failed
                 item.camera.stats.frame_error(f"{type(exc).__name__}: {exc}")
                 self._warn_throttled(item.camera, f"inference failed: {type(exc).__name__}: {exc}")
 
@@ -440,6 +462,8 @@ class OwlNode(Node):
                 backend=s.backend,
                 device=s.device,
                 prompt=s.prompt,
+                callback_errors=self._guard.errors,
+                last_callback_error=self._guard.last_error or "none",
                 **encoder_facts(self.predictor.owl_encoder),
             )
         ]
