@@ -10,6 +10,11 @@ Arguments (all optional):
   clip_model     CLIP hub id or local directory
   device         torch device, e.g. cuda
   backend        torch | onnxruntime | tensorrt
+  tracking       true: track ids across frames (see README)
+  depth_topics   comma-separated depth topics registered to the colour cameras, one per image
+                 topic (3D boxes on detections_3d)
+  camera_info_topics  comma-separated CameraInfo topics, one per image topic (default:
+                 camera_info beside each image topic)
   large_images   true: give processes of this launch the Fast DDS profile with a 32 MiB
                  shared-memory segment (needed for 720p+ images between processes; the camera
                  driver needs it too, so export FASTDDS_DEFAULT_PROFILES_FILE for it as well)
@@ -25,7 +30,8 @@ from launch_ros.substitutions import FindPackageShare
 from launch import LaunchDescription
 
 STRING_OVERRIDES = ("prompt", "model", "clip_model", "device", "backend")
-LIST_OVERRIDES = ("image_topics", "camera_names")
+LIST_OVERRIDES = ("image_topics", "camera_names", "depth_topics", "camera_info_topics")
+BOOL_OVERRIDES = ("tracking",)
 
 
 def _owl_node(context):
@@ -35,6 +41,10 @@ def _owl_node(context):
         value = LaunchConfiguration(name).perform(context).strip()
         if value:
             overrides[name] = value
+    for name in BOOL_OVERRIDES:
+        value = LaunchConfiguration(name).perform(context).strip().lower()
+        if value:
+            overrides[name] = value in ("true", "1", "yes", "on")
     for name in LIST_OVERRIDES:
         value = LaunchConfiguration(name).perform(context).strip()
         items = [item.strip() for item in value.split(",") if item.strip()]
@@ -75,7 +85,7 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument(
             name, default_value="", description=f"{name} (empty: from params_file)"
         )
-        for name in (*LIST_OVERRIDES, *STRING_OVERRIDES)
+        for name in (*LIST_OVERRIDES, *STRING_OVERRIDES, *BOOL_OVERRIDES)
     ]
     large = IfCondition(LaunchConfiguration("large_images"))
     return LaunchDescription(

@@ -48,6 +48,11 @@ def add_setting_options(parser: argparse.ArgumentParser) -> None:
         if not setting.flag:
             continue
         kwargs = dict(dest=setting.name, type=_value_type(setting), help=setting.description)
+        if setting.type is bool:  # a switch that turns the setting on
+            parser.add_argument(
+                setting.flag, dest=setting.name, action="store_true", help=setting.description
+            )
+            continue
         if setting.type is tuple:  # repeatable
             kwargs.update(action="append", default=[], metavar=setting.name.upper())
         else:
@@ -157,7 +162,8 @@ def format_result(name: str, result) -> str:
     def walk(parent: int, depth: int) -> None:
         for d in result.children_of(parent):
             box = ", ".join(f"{v:.1f}" for v in d.box)
-            lines.append(f"{'  ' * depth}#{d.id} {d.label} {d.score:.3f} [{box}]")
+            track = f" track {d.track_id}" if d.track_id else ""
+            lines.append(f"{'  ' * depth}#{d.id}{track} {d.label} {d.score:.3f} [{box}]")
             for c in d.classifications:
                 scores = ", ".join(f"{s.label} {s.score:.3f}" for s in c.scores)
                 lines.append(f"{'  ' * (depth + 1)}-> {scores}")
@@ -174,6 +180,7 @@ def _run(args, predictor, images: Sequence[str]) -> int:
     if settings.queries_file:
         predictor.load_queries(settings.queries_file)
     state = predictor.prepare(args.prompt, label_thresholds=settings.label_threshold_map())
+    tracker = _tracker(settings)
     outputs = []
     if args.annotate:
         _writable_dir(args.annotate)  # before any inference, not after the first image
@@ -184,6 +191,8 @@ def _run(args, predictor, images: Sequence[str]) -> int:
         except (ValueError, ImageError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
+        if tracker is not None:
+            result = tracker.update(result)
         if args.annotate:
             _annotate(args.annotate, path, image, result)
         if args.json:
@@ -193,6 +202,20 @@ def _run(args, predictor, images: Sequence[str]) -> int:
     if args.json:
         print(json.dumps(outputs, indent=2))
     return 0
+
+
+def _tracker(settings):
+    """A CameraTracker when --track was given: the images are one camera's frames, in order."""
+    if not settings.tracking:
+        return None
+    from .tracking import CameraTracker, TrackingConfig
+
+    return CameraTracker(
+        TrackingConfig(
+            max_missed_frames=settings.track_max_missed_frames,
+            classification_smoothing=settings.classification_smoothing,
+        )
+    )
 
 
 def _writable_dir(directory: str) -> None:

@@ -33,8 +33,9 @@ def _text_colour(bg: tuple[int, int, int]) -> tuple[int, int, int]:
 
 
 def _caption(det) -> str:
-    parts = [f"{det.label} {det.score:.2f}"]
-    for cls in det.classifications:
+    track = f"#{det.track_id} " if det.track_id else ""  # tracking on: the track id first
+    parts = [f"{track}{det.label} {det.score:.2f}"]
+    for cls in det.track_classifications or det.classifications:  # smoothed when present
         if cls.scores:
             best = cls.best
             parts.append(f"{best.label} {best.score:.2f}")

@@ -41,7 +41,9 @@ class Detection:
     label: str
     score: float
     box: tuple[float, float, float, float]
-    classifications: tuple[Classification, ...] = ()
+    classifications: tuple[Classification, ...] = ()  # raw scores of this frame
+    track_id: int = 0  # id across frames, unique per camera (tracking.py); 0 = no track
+    track_classifications: tuple[Classification, ...] = ()  # smoothed over the track
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,8 @@ class TreeResult:
                     "score": d.score,
                     "box": list(d.box),
                     "classifications": [cls_dict(c) for c in d.classifications],
+                    "track_id": d.track_id,
+                    "track_classifications": [cls_dict(c) for c in d.track_classifications],
                 }
                 for d in self.detections
             ],

@@ -100,6 +100,10 @@ def _check_headers(value: tuple[str, ...]) -> str | None:
     return f"entries must look like key=value: {bad}" if bad else None
 
 
+def _check_optional_topics(value: tuple[str, ...]) -> str | None:
+    return "topic names must not be empty" if any(not t.strip() for t in value) else None
+
+
 def _check_topics(value: tuple[str, ...]) -> str | None:
     if not value:
         return "at least one image topic is needed"
@@ -390,6 +394,56 @@ SETTINGS: tuple[Setting, ...] = (
         live=False,
     ),
     Setting("web_max_viewers", 4, "Most pages open at once.", live=False, range=(1, 100)),
+    # --- track ids across frames (ros2_owl/tracking.py) -----------------------------------------
+    Setting(
+        "tracking",
+        False,
+        "Track ids across frames for every detection, root and nested (Detection2D.id, the "
+        "tree's track_id, '#id' on the annotated image).",
+        live=False,
+        cli="--track",
+    ),
+    Setting(
+        "track_max_missed_frames",
+        30,
+        "Frames a lost track waits for its object before its id ends.",
+        live=False,
+        range=(0, 10000),
+        cli="--track-max-missed",
+    ),
+    Setting(
+        "classification_smoothing",
+        0.0,
+        "Running-mean weight of a track's past classify scores (s = a*s_prev + (1-a)*score), "
+        "shown on the annotated image; 0 = off. Messages keep the raw scores.",
+        live=False,
+        range=(0.0, 0.99),
+        cli=True,
+    ),
+    # --- 3D from depth (ros2_owl/depth.py) ------------------------------------------------------
+    Setting(
+        "depth_topics",
+        (),
+        "Depth images registered to the colour cameras (16UC1 mm or 32FC1 m), one per image "
+        "topic; 3D boxes go to detections_3d. [] = no 3D.",
+        live=False,
+        check=_check_optional_topics,
+    ),
+    Setting(
+        "camera_info_topics",
+        (),
+        "CameraInfo of each colour camera, one per image topic; [] = 'camera_info' beside each "
+        "image topic (cam/image_raw -> cam/camera_info).",
+        live=False,
+        check=_check_optional_topics,
+    ),
+    Setting(
+        "depth_tolerance",
+        0.05,
+        "Seconds a depth frame may be older than the colour frame it is paired with.",
+        live=False,
+        range=(0.0, 10.0),
+    ),
 )
 SCHEMA: dict[str, Setting] = {s.name: s for s in SETTINGS}
 
@@ -444,11 +498,14 @@ def _updated(self, changes: Iterable[Any]) -> Any:
 def _validate_all(self) -> list[str]:
     """Every reason the current values are not usable (empty when all is well)."""
     reasons = [r for s in SETTINGS if (r := s.problem(getattr(self, s.name)))]
-    if self.camera_names and len(self.camera_names) != len(self.image_topics):
-        reasons.append(
-            f"camera_names has {len(self.camera_names)} entries but image_topics has "
-            f"{len(self.image_topics)}"
-        )
+    for name in ("camera_names", "depth_topics", "camera_info_topics"):  # one per image topic
+        value = getattr(self, name)
+        if value and len(value) != len(self.image_topics):
+            reasons.append(
+                f"{name} has {len(value)} entries but image_topics has {len(self.image_topics)}"
+            )
+    if self.camera_info_topics and not self.depth_topics:
+        reasons.append("camera_info_topics is only used with depth_topics")
     return reasons
 
 

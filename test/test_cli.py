@@ -86,6 +86,21 @@ def test_build_engine_subcommand_is_wired(tmp_path, capsys):
     assert cli.main(["build-engine", "--list", "--cache-dir", str(tmp_path)]) == 0
 
 
+def test_detect_track_gives_ids_across_frames(image_file, tiny_owlvit_dir, capsys):
+    argv = ["detect", *[str(image_file)] * 3, "--prompt", "[a box [a corner]]", "--json"]
+    argv += ["--no-clip", "--model", str(tiny_owlvit_dir), "--threshold", "0.0", "--track"]
+    limits = ["--label-threshold", "a box=0.445", "--max-regions", "1", "--max-detections", "20"]
+    assert cli.main(argv + limits) == 0
+    frames = [r["detections"] for r in json.loads(capsys.readouterr().out)]
+    ids = [[d["track_id"] for d in dets] for dets in frames]
+    assert frames[0] and all(t >= 1 for t in ids[0])  # a tracker's first frame confirms all
+    assert ids[0] == ids[1] == ids[2]  # the same frame three times: the same tracks
+    assert len(set(ids[0])) == len(ids[0])
+    assert any(d["parent_id"] for d in frames[0])  # nested detections are tracked too
+    assert cli.main(argv[:-1] + limits) == 0  # without --track: no ids
+    assert all(d["track_id"] == 0 for d in json.loads(capsys.readouterr().out)[0]["detections"])
+
+
 def _png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims width x height but that holds no pixel data at all."""
 

@@ -86,3 +86,14 @@ def test_tiny_images_and_bad_input():
     assert out.shape == (8, 8, 3)
     with pytest.raises(ValueError, match="HxWx3 uint8"):
         draw_result(np.zeros((10, 10), np.uint8), result())
+
+
+def test_caption_shows_the_track_id():
+    from dataclasses import replace
+
+    def caption_width(det) -> int:
+        above = draw_result(grey(), result([det]))[10:30]
+        return int((above == label_colour(1)).all(axis=2).any(axis=0).sum())
+
+    plain, tracked = caption_width(PERSON), caption_width(replace(PERSON, track_id=12))
+    assert tracked > plain + 10  # "#12 " drawn before the label

@@ -143,9 +143,16 @@ def _kv(**values) -> list[KeyValue]:
 
 
 def camera_status(
-    node_name: str, snap: StatsSnapshot, previous: StatsSnapshot | None, stale_after: float
+    node_name: str,
+    snap: StatsSnapshot,
+    previous: StatsSnapshot | None,
+    stale_after: float,
+    extra: dict | None = None,
 ) -> DiagnosticStatus:
-    """OK while frames flow; WARN on no input or new bad frames; ERROR on new inference errors."""
+    """OK while frames flow; WARN on no input or new bad frames; ERROR on new inference errors.
+
+    `extra`: more key/values of the camera (tracking and depth counters when those are on).
+    """
     level, message = (
         DiagnosticStatus.OK,
         (
@@ -184,7 +191,8 @@ def camera_status(
             latency_p95_ms=snap.latency_p95_ms,
             inference_p50_ms=snap.inference_p50_ms,
             last_problem=snap.last_problem or "none",
-        ),
+        )
+        + _kv(**(extra or {})),
     )
 
 

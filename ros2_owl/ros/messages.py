@@ -25,6 +25,7 @@ __all__ = [
     "bbox_from_corners",
     "corners_from_bbox",
     "detection_array",
+    "detection_id",
     "image_classification",
     "label_info",
     "tree_array",
@@ -63,8 +64,16 @@ def corners_from_bbox(bbox: BoundingBox2D) -> tuple[float, float, float, float]:
     return (cx - bbox.size_x / 2, cy - bbox.size_y / 2, cx + bbox.size_x / 2, cy + bbox.size_y / 2)
 
 
-def detection_array(result, header) -> Detection2DArray:
-    """One Detection2D per box: class_id = label text, real score, id = instance id.
+def detection_id(det, tracking: bool) -> str:
+    """Detection2D/3D.id: the track id when tracking is on ('' before the track is confirmed),
+    else the per-frame instance id the tree message uses for parent ids."""
+    if tracking:
+        return str(det.track_id) if det.track_id else ""
+    return str(det.id)
+
+
+def detection_array(result, header, tracking: bool = False) -> Detection2DArray:
+    """One Detection2D per box: class_id = label text, real score, id = detection_id().
 
     Messages are filled in place: rosidl constructors build every nested default (a
     PoseWithCovariance with its 36-double array per hypothesis), so this halves the cost.
@@ -79,7 +88,7 @@ def detection_array(result, header) -> Detection2DArray:
         hyp.hypothesis.score = float(det.score)
         msg.results.append(hyp)
         _fill_bbox(msg.bbox, det.box, result.image_size)
-        msg.id = str(det.id)
+        msg.id = detection_id(det, tracking)
         append(msg)
     return out
 
@@ -102,6 +111,7 @@ def tree_array(result, header) -> TreeDetectionArray:
         msg = TreeDetection(
             id=det.id,
             parent_id=det.parent_id,
+            track_id=det.track_id,
             label_index=det.label_index,
             class_id=det.label,
             score=float(det.score),

@@ -44,8 +44,10 @@ from ros2_owl.ros.diagnostics import (
 )
 from ros2_owl.ros.guard import CallbackGuard
 from ros2_owl.ros.params import declare_parameters, read_settings, validate_parameter
+from ros2_owl.ros.spatial import DepthInput, detection_3d_array, subscribe_depth
 from ros2_owl.settings import Settings, format_label_thresholds
 from ros2_owl.srv import RegisterQuery, SetPrompt
+from ros2_owl.tracking import Tracking, TrackingConfig
 
 __all__ = ["OwlNode", "StartupError", "main"]
 
@@ -142,6 +144,8 @@ class OwlNode(Node):
         # predict and a query registration on the executor thread take turns
         self._encoder_lock = threading.Lock()
         self._warn_times: dict[str, float] = {}
+        self._tracking = self._make_tracking(s)
+        self._depth: dict[int, DepthInput] = {}  # camera index -> its depth input (3D on)
         self.cameras = [self._make_camera(i, t, prefixes[i]) for i, t in enumerate(s.image_topics)]
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._previous_stats: dict[int, Any] = {}
@@ -216,7 +220,32 @@ class OwlNode(Node):
         }
         for name, (kind, out_qos) in pubs.items():
             cam.publishers[name] = self.create_publisher(kind, output_topic(prefix, name), out_qos)
+        if s.depth_topics:
+            self._make_depth_input(cam, qos)
         return cam
+
+    def _make_tracking(self, s: Settings) -> Tracking | None:
+        """Track ids per camera when `tracking` is on (imports the tracker library here)."""
+        if not s.tracking:
+            return None
+        config = TrackingConfig(
+            max_missed_frames=s.track_max_missed_frames,
+            classification_smoothing=s.classification_smoothing,
+        )
+        try:
+            return Tracking(config)
+        except ImportError as exc:
+            raise StartupError(
+                f"tracking: true needs supervision ({exc}); pip install 'supervision>=0.30,<0.31'"
+            ) from exc
+
+    def _make_depth_input(self, cam: Camera, qos: QoSProfile) -> None:
+        """Depth + CameraInfo subscriptions of one camera and its detections_3d publisher."""
+        s = self._settings
+        info = s.camera_info_topics[cam.index] if s.camera_info_topics else None
+        self._depth[cam.index] = subscribe_depth(
+            self, cam, s.depth_topics[cam.index], info, s.depth_tolerance, qos, _OUT_QOS
+        )
 
     def _start_web(self, s: Settings) -> None:
         """The live page (opt-in web_port), fed by the selected camera (ros/web_bridge.py)."""
@@ -416,7 +445,12 @@ class OwlNode(Node):
         inference_ms = (time.monotonic() - t0) * 1000.0
         header = msg.header
         pubs = cam.publishers
-        pubs["detections"].publish(messages.detection_array(result, header))
+        tracking = self._tracking is not None
+        if tracking:
+            result = self._tracking.update(cam.resolved_topic, result)
+        pubs["detections"].publish(messages.detection_array(result, header, tracking))
+        if cam.index in self._depth:
+            self._publish_3d(cam, result, header)
         pubs["tree"].publish(messages.tree_array(result, header))
         classification = messages.image_classification(result, header)
         if classification is not None:
@@ -428,6 +462,23 @@ class OwlNode(Node):
         cam.stats.frame_done((now - received) * 1000.0, inference_ms, now)
         if self._web is not None:  # O(1): the page draws and sends on its own threads
             self._web.frame_done(cam, image, result, received, inference_ms)
+
+    def _publish_3d(self, cam: Camera, result, header) -> None:
+        """detections_3d for a frame paired with depth; unpaired frames are only counted."""
+        boxes = [d.box for d in result.detections]
+        boxes_3d = self._depth[cam.index].boxes_3d(header, boxes, result.image_size)
+        if boxes_3d is not None:
+            msg = detection_3d_array(result, boxes_3d, header, self._tracking is not None)
+            cam.publishers["detections_3d"].publish(msg)
+
+    def _camera_extras(self, cam: Camera) -> dict:
+        """Tracking and depth counters of one camera for its diagnostics status."""
+        extra: dict = {}
+        if self._tracking is not None:
+            extra["active_tracks"] = self._tracking.active_tracks.get(cam.resolved_topic, 0)
+        if cam.index in self._depth:
+            extra.update(self._depth[cam.index].values())
+        return extra
 
     def _warn_throttled(self, cam: Camera, text: str, period: float = 5.0) -> None:
         now = time.monotonic()
@@ -469,9 +520,9 @@ class OwlNode(Node):
         ]
         for cam in self.cameras:
             snap = cam.stats.snapshot()
-            statuses.append(
-                camera_status(name, snap, self._previous_stats.get(cam.index), s.no_frame_warning)
-            )
+            previous = self._previous_stats.get(cam.index)
+            extra = self._camera_extras(cam)
+            statuses.append(camera_status(name, snap, previous, s.no_frame_warning, extra))
             self._previous_stats[cam.index] = snap
         self._diag_pub.publish(build_diagnostics(self.get_clock().now().to_msg(), statuses))
 
