@@ -4,6 +4,7 @@ ROS users build the same sources with colcon (CMakeLists.txt): that path also ge
 ros2_owl.msg / ros2_owl.srv interfaces, which pip cannot build.
 """
 
+from glob import glob
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -32,8 +33,19 @@ setup(
         "owlv2": ["scipy"],
         # `ros2-owl serve` and the node's web_port: the page's server, camera/video input
         "web": ["aiohttp", "av"],
+        # ros2-owl bag / video
+        "recordings": ["rosbags>=0.11", "mcap>=1.2", "av>=14"],
         # colcon with new setuptools ignores tests_require: declare test deps as an extra.
         "test": ["pytest", "hypothesis", "ruff", "playwright"],
     },
+    # the message definitions `ros2-owl bag` writes with, for machines without ROS
+    # (ros2_owl/bag_messages.py looks for them under <prefix>/share/ros2_owl/interfaces)
+    data_files=[
+        ("share/ros2_owl/interfaces/ros2_owl/msg", sorted(glob("msg/*.msg"))),
+        (
+            "share/ros2_owl/interfaces/vision_msgs/msg",
+            sorted(glob("test/fixtures/vision_msgs/msg/*.msg")),
+        ),
+    ],
     entry_points={"console_scripts": ["ros2-owl = ros2_owl.cli:main"]},
 )

@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     flat = predictor.prepare(FLAT)
 
     # (c) the tree with a fixed number of regions
-    tree_cfg = PredictorConfig(threshold=0.0, max_regions=args.regions, max_detections=100_000)
+    tree_cfg = PredictorConfig(threshold=0.0, max_regions=args.regions, max_detections=10_000)
     tree = predictor.prepare(TREE)
     fns = {
         "a": naive,

@@ -9,7 +9,7 @@ Arguments (all optional):
   model          OWL-ViT / OWLv2 hub id or local directory
   clip_model     CLIP hub id or local directory
   device         torch device, e.g. cuda
-  backend        torch | onnxruntime | tensorrt
+  backend        auto | torch | onnxruntime | tensorrt
   tracking       true: track ids across frames (see README)
   depth_topics   comma-separated depth topics registered to the colour cameras, one per image
                  topic (3D boxes on detections_3d)

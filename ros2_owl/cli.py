@@ -1,6 +1,8 @@
-"""`ros2-owl` command: detect on image files, an offline-safe demo, and engine building.
+"""`ros2-owl` command: detect on image files and recordings, an offline-safe demo, engines.
 
 ros2-owl detect samples/astronaut.jpg --prompt "[a person [a face]]" --json
+ros2-owl bag recording/ --topic /camera/image_raw --prompt "[a person]" --out results/
+ros2-owl video clip.mp4 --prompt "[a person]" --out annotated.mp4 --jsonl results.jsonl
 ros2-owl demo                        # real weights when available, else random (says so)
 ros2-owl build-engine --backend onnxruntime
 ros2-owl serve --video clip.mp4      # the live page on http://127.0.0.1:7860/
@@ -16,6 +18,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +68,7 @@ def _add_model_args(p: argparse.ArgumentParser, outputs: bool = True) -> None:
     add_setting_options(p)
     p.add_argument("--no-clip", action="store_true", help="no CLIP (= --clip-model '')")
     p.add_argument("--no-nms", action="store_true", help="turn NMS off (= --nms-iou 0)")
-    if not outputs:  # serve shows results in its page, not as files or JSON
+    if not outputs:  # serve shows results in its page; bag and video write their own files
         return
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.add_argument("--annotate", metavar="DIR", help="write annotated images into DIR")
@@ -102,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     engine = sub.add_parser("build-engine", help="export ONNX / build TensorRT engines")
     build_engine.add_arguments(engine)
     engine.set_defaults(func=build_engine.run)
+    from . import cli_recordings  # bag and video subcommands, with detect's options
+
+    options = partial(_add_model_args, outputs=False)
+    cli_recordings.add_subcommands(sub, cli_recordings.PredictorOptions(options, _settings, _load))
     return parser
 
 
@@ -146,6 +153,7 @@ def _load(args, model: str, clip: str | None):
         backend=settings.backend,
         config=settings.predictor_config(),
         cache_dir=settings.cache_dir or None,
+        precision=settings.precision,
     )
 
 

@@ -33,6 +33,7 @@ from .models.owl import Candidates, DetectJob, OwlModel
 from .preprocess import image_size, load_image
 from .prompt import CLASSIFY, DETECT, Label, PromptError, Tree, check_runnable, parse_prompt
 from .queries import QueryStore, ReferenceQuery, check_query_name
+from .region_resolution import RegionEncoders
 from .results import Classification, Detection, LabelScore, TreeResult
 from .settings import DEFAULT_CLIP, DEFAULT_MODEL, PredictorConfig, check_fraction
 
@@ -97,6 +98,12 @@ def _jobs(tree: Tree, level: list[Region], op: str) -> list[tuple[Region, int]]:
     ]
 
 
+def _root(img: torch.Tensor) -> Region:
+    """The whole image as the region of the first level."""
+    width, height = image_size(img)
+    return Region(0, 0, 0, 1.0, (0.0, 0.0, float(width), float(height)))
+
+
 def _distinct_regions(jobs: list[tuple[Region, int]]) -> list[Region]:
     return list({r.id: r for r, _ in jobs}.values())
 
@@ -126,8 +133,10 @@ class TreePredictor:
         clip_encoder: ImageEncoderBackend | None,
         config: PredictorConfig | None = None,
         device: str = "cpu",
+        cache_dir: str | None = None,
     ):
         self.owl, self.clip = owl, clip
+        self.region_encoders = RegionEncoders(owl, lambda: self.owl_encoder, device, cache_dir)
         self.owl_encoder, self.clip_encoder = owl_encoder, clip_encoder
         self.config = config or PredictorConfig()
         self.device = torch.device(device)
@@ -141,17 +150,24 @@ class TreePredictor:
         clip_model: str | None = DEFAULT_CLIP,
         device: str = "cpu",
         dtype: str = "auto",
-        backend: str = "torch",
+        backend: str = "auto",
         config: PredictorConfig | None = None,
         cache_dir: str | None = None,
+        precision: str = "fp32",
         triton: TritonOptions | None = None,
     ) -> TreePredictor:
-        """Load models (ModelLoadError naming what was tried) and build the image encoders
-        (``triton``: the server of backend 'triton'; its defaults when None)."""
+        """Load models (ModelLoadError naming what was tried) and build the image encoders.
+
+        backend 'auto' picks the fastest local backend for the machine (see backends/auto.py);
+        precision 'allow-reduced' lets it pick bf16/int8 on CPU. backend 'triton' (never chosen
+        by auto) sends the image encoders to the server ``triton`` names (its defaults if None).
+        """
         config = config or PredictorConfig()
         owl = OwlModel.load(model, device=device, cache_dir=cache_dir)
         batch = max(1, config.max_regions)
-        kwargs = dict(device=device, dtype=dtype, cache_dir=cache_dir, max_batch=batch)
+        kwargs = dict(
+            device=device, dtype=dtype, cache_dir=cache_dir, max_batch=batch, precision=precision
+        )
         remote = (triton or TritonOptions()) if backend == "triton" else None
         owl_encoder = make_image_encoder(
             backend,
@@ -171,7 +187,16 @@ class TreePredictor:
                 and TritonTarget.of(remote, remote.clip_model, clip.preprocess_region),
                 **kwargs,
             )
-        return cls(owl, clip, owl_encoder, clip_encoder, config, device)
+        return cls(owl, clip, owl_encoder, clip_encoder, config, device, cache_dir)
+
+    def backend_summary(self) -> str:
+        """Which backend and dtype runs each image encoder and why (logs, diagnostics)."""
+        parts = []
+        for name, encoder in (("owl", self.owl_encoder), ("clip", self.clip_encoder)):
+            choice = getattr(encoder, "selection", None)
+            if encoder is not None:
+                parts.append(f"{name}: {choice.describe() if choice else encoder.name}")
+        return "; ".join(parts)
 
     # ------------------------------------------------------------------ prompt state
 
@@ -279,20 +304,62 @@ class TreePredictor:
 
     # ------------------------------------------------------------------ inference
 
+    def config_problem(self, config: PredictorConfig) -> str | None:
+        """Why these settings cannot run on this predictor's encoders (None when they can)."""
+        return self.region_encoders.problem(config.region_resolution)
+
+    def _runnable(self, config: PredictorConfig) -> PredictorConfig:
+        problem = self.config_problem(config)
+        if problem:
+            raise ValueError(problem)
+        return config
+
     def predict(
         self, image, state: PromptState, config: PredictorConfig | None = None
     ) -> TreeResult:
         """Run the whole tree on one image, one batched encoder call per level and model."""
-        cfg = config or self.config
-        timings = _Timings()
-        img = load_image(image, self.device)
+        cfg = self._runnable(config or self.config)
+        return self._run(load_image(image, self.device), state, cfg, _Timings(), None)
+
+    def predict_batch(
+        self, images, states, config: PredictorConfig | None = None
+    ) -> list[TreeResult]:
+        """Several frames (one per camera, each with its own prompt state): their whole-image
+        OWL passes share encoder calls (chunks of the encoder's max_batch); the rest runs per
+        frame, so each result equals predict()'s. Each frame's preprocess/encode_image timing
+        is its share of the batched call."""
+        cfg = self._runnable(config or self.config)
+        if len(images) != len(states):
+            raise ValueError(f"{len(images)} images but {len(states)} prompt states")
+        timings = [_Timings() for _ in images]
+        imgs = [load_image(image, self.device) for image in images]
+        batched = [i for i, st in enumerate(states) if _jobs(st.tree, [_root(imgs[i])], DETECT)]
+        roots: dict[int, dict[str, torch.Tensor]] = {}
+        if batched:
+            start = time.perf_counter()
+            pixels = torch.cat([self.owl.pixels(imgs[i], None)[0] for i in batched])
+            mid = time.perf_counter()
+            outputs = _encode(self.owl_encoder, pixels)
+            end = time.perf_counter()
+            for row, i in enumerate(batched):
+                roots[i] = {k: v[row : row + 1] for k, v in outputs.items()}
+                timings[i].ms["preprocess"] += (mid - start) * 1e3 / len(batched)
+                timings[i].ms["encode_image"] += (end - mid) * 1e3 / len(batched)
+        return [
+            self._run(img, st, cfg, t, roots.get(i))
+            for i, (img, st, t) in enumerate(zip(imgs, states, timings, strict=True))
+        ]
+
+    def _run(self, img, state: PromptState, cfg, timings, root_outputs) -> TreeResult:
+        """The level loop of one frame (root_outputs: its whole-image encoding, if done)."""
         width, height = image_size(img)
-        level = [Region(0, 0, 0, 1.0, (0.0, 0.0, float(width), float(height)))]
+        level = [_root(img)]
         found: list[Region] = []
         classified: dict[int, list[Classification]] = {}  # region id -> its classifications
         dropped = 0
         while level:
-            new = self._detect_level(img, level, state, cfg, len(found), timings)
+            new = self._detect_level(img, level, state, cfg, len(found), timings, root_outputs)
+            root_outputs = None
             classified.update(self._classify_level(img, level, state, timings))
             found += new
             nested = sorted(
@@ -323,31 +390,44 @@ class TreePredictor:
             timings.total(),
         )
 
-    def _detect_level(self, img, level, state, cfg, already: int, timings) -> list[Region]:
-        """Detect inside every region of a level with one encoder call; returns new regions."""
+    def _detect_level(
+        self, img, level, state, cfg, already: int, timings, root_outputs=None
+    ) -> list[Region]:
+        """Detect inside every region of a level, one encoder call per input size (the root
+        level's outputs may come encoded already); returns the new regions."""
         tree = state.tree
         jobs = _jobs(tree, level, DETECT)
         if not jobs or already >= cfg.max_detections:  # frame budget spent: skip the encoder
             return []
         regions = _distinct_regions(jobs)
         rows = {r.id: i for i, r in enumerate(regions)}
-        with timings.stage("preprocess"):
-            pixels, frames = self.owl.pixels(img, _crop_boxes(regions))
-        with timings.stage("encode_image"):
-            outputs = _encode(self.owl_encoder, pixels)
-        with timings.stage("decode"):
-            detect_jobs = [
-                DetectJob(
-                    row=rows[region.id],
-                    region_id=region.id,
-                    frame=frames[rows[region.id]],
-                    queries=state.detect_queries[n],
-                    labels=tree.nodes[n].outputs,
-                    thresholds=tuple(state.threshold(o, cfg) for o in tree.nodes[n].outputs),
-                )
-                for region, n in jobs
-            ]
-            candidates = self.owl.decode(outputs, detect_jobs, cfg.scoring == "exclusive")
+        parts = []
+        boxes = _crop_boxes(regions)
+        mode = "native" if boxes is None else cfg.region_resolution  # the image: native size
+        for size, group in self.region_encoders.groups(img, regions, mode).items():
+            group_rows = {r.id: i for i, r in enumerate(group)}
+            if root_outputs is not None:  # the root level, encoded with other cameras' frames
+                outputs, frames = root_outputs, [(0, 0, *image_size(img))]
+            else:
+                with timings.stage("preprocess"):
+                    pixels, frames = self.owl.pixels(img, _crop_boxes(group), size)
+                with timings.stage("encode_image"):
+                    outputs = _encode(self.region_encoders.at(size), pixels)
+            with timings.stage("decode"):
+                detect_jobs = [
+                    DetectJob(
+                        row=group_rows[region.id],
+                        region_id=region.id,
+                        frame=frames[group_rows[region.id]],
+                        queries=state.detect_queries[n],
+                        labels=tree.nodes[n].outputs,
+                        thresholds=tuple(state.threshold(o, cfg) for o in tree.nodes[n].outputs),
+                    )
+                    for region, n in jobs
+                    if region.id in group_rows
+                ]
+                parts.append(self.owl.decode(outputs, detect_jobs, cfg.scoring == "exclusive"))
+        candidates = Candidates.cat(parts)
         with timings.stage("nms"):
             kept = _select(candidates, len(tree.labels), cfg, cfg.max_detections - already, rows)
         score, label, box, parent = (c.tolist() for c in candidates)

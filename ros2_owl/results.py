@@ -103,3 +103,54 @@ class TreeResult:
             "dropped_regions": self.dropped_regions,
             "timings_ms": dict(self.timings_ms),
         }
+
+
+@dataclass(frozen=True)
+class DetectionDrift:
+    """How far one run's detections are from a reference run's (precision, device, backend)."""
+
+    reference: int
+    other: int
+    matched: int
+    max_box_drift_px: float
+    median_box_drift_px: float
+    max_score_drift: float
+
+    def summary(self) -> str:
+        return (
+            f"{self.reference} vs {self.other} detections, {self.matched} matched; box drift max "
+            f"{self.max_box_drift_px:.2f} px, median {self.median_box_drift_px:.2f} px; score "
+            f"drift max {self.max_score_drift:.4f}"
+        )
+
+
+def match_detections(
+    reference: tuple[Detection, ...], other: tuple[Detection, ...], max_px: float = 8.0
+) -> DetectionDrift:
+    """Greedy same-label nearest-box matching, best reference score first (L-inf px distance,
+    so boxes clipped to zero area at the image edge still pair up)."""
+    import statistics
+
+    used: set[int] = set()
+    drifts: list[float] = []
+    score_drifts: list[float] = []
+    for det in sorted(reference, key=lambda d: -d.score):
+        best, best_dist = None, max_px
+        for j, cand in enumerate(other):
+            if j in used or cand.label_index != det.label_index:
+                continue
+            dist = max(abs(a - b) for a, b in zip(det.box, cand.box, strict=True))
+            if dist <= best_dist:
+                best, best_dist = j, dist
+        if best is not None:
+            used.add(best)
+            drifts.append(best_dist)
+            score_drifts.append(abs(det.score - other[best].score))
+    return DetectionDrift(
+        reference=len(reference),
+        other=len(other),
+        matched=len(drifts),
+        max_box_drift_px=max(drifts, default=0.0),
+        median_box_drift_px=statistics.median(drifts) if drifts else 0.0,
+        max_score_drift=max(score_drifts, default=0.0),
+    )

@@ -30,9 +30,11 @@ from .prompt_parser import is_blank
 DEFAULT_MODEL = "google/owlvit-base-patch32"
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 DEFAULT_PROMPT = "[a person [a face, a hand] (standing, sitting)]"
-BACKENDS = ("torch", "onnxruntime", "tensorrt", "triton")
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt", "triton")
+PRECISIONS = ("fp32", "allow-reduced")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 SCORING_MODES = ("independent", "exclusive")
+REGION_RESOLUTIONS = ("native", "adaptive")
 # backend "triton": the served model names `build-engine --triton-repo` writes
 TRITON_OWL_MODEL = "owl_image_encoder"
 TRITON_CLIP_MODEL = "clip_image_encoder"
@@ -222,6 +224,15 @@ SETTINGS: tuple[Setting, ...] = (
         frame=True,
         cli=True,
     ),
+    Setting(
+        "region_resolution",
+        "native",
+        "Input size of nested regions: 'native' (the model's size) or 'adaptive' (the smallest "
+        "bucket covering the region's longer side; see README).",
+        choices=REGION_RESOLUTIONS,
+        frame=True,
+        cli=True,
+    ),
     # --- models (restart) ----------------------------------------------------------------------
     Setting(
         "model",
@@ -247,7 +258,23 @@ SETTINGS: tuple[Setting, ...] = (
         choices=DTYPES,
         cli=True,
     ),
-    Setting("backend", "torch", "Image encoder backend.", live=False, choices=BACKENDS, cli=True),
+    Setting(
+        "backend",
+        "auto",
+        "Image encoder backend; 'auto' = the fastest local one for this machine (measured once, "
+        "cached); 'triton' = a shared inference server (explicit only, auto never picks it).",
+        live=False,
+        choices=BACKENDS,
+        cli=True,
+    ),
+    Setting(
+        "precision",
+        "fp32",
+        "'allow-reduced' lets backend auto choose bfloat16 or int8 on CPU (never otherwise).",
+        live=False,
+        choices=PRECISIONS,
+        cli=True,
+    ),
     # --- backend triton: a shared inference server (restart) -----------------------------------
     Setting(
         "triton_url",
@@ -540,6 +567,7 @@ def settings_from(values: Mapping[str, Any]) -> Any:
 
 __all__ = [
     "BACKENDS",
+    "PRECISIONS",
     "DTYPES",
     "MAX_IMAGE_PIXELS",
     "MAX_IMAGE_SIDE",

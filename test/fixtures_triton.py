@@ -84,7 +84,8 @@ class TritonServer:
             for line in self.proc.stdout:
                 log.write(line)
                 log.flush()
-                if line.startswith("READY"):
+                # tritonserver shares this stdout: its partial lines can run into ours
+                if f"READY {self.grpc_port} " in line:
                     ready.set()
 
         threading.Thread(target=read, daemon=True).start()

@@ -39,9 +39,9 @@ class ToyEncoder(torch.nn.Module):
 
 
 def test_unknown_backend_lists_choices():
-    with pytest.raises(BackendError, match="unknown backend 'openvino'; choose one of torch, "):
+    with pytest.raises(BackendError, match="unknown backend 'openvino'; choose one of auto, "):
         make_image_encoder("openvino", ToyEncoder(), model_id="toy")
-    assert BACKENDS == ("torch", "onnxruntime", "tensorrt", "triton")
+    assert BACKENDS == ("auto", "torch", "onnxruntime", "tensorrt", "triton")
 
 
 def test_bad_options_are_rejected_before_any_work(tmp_path):
@@ -49,8 +49,8 @@ def test_bad_options_are_rejected_before_any_work(tmp_path):
         make_image_encoder("onnxruntime", ToyEncoder(), model_id="t", max_batch=0)
     with pytest.raises(BackendError, match="on_invalid must be"):
         make_image_encoder("onnxruntime", ToyEncoder(), model_id="t", on_invalid="ignore")
-    with pytest.raises(BackendError, match="unsupported dtype 'int8'"):
-        make_image_encoder("onnxruntime", ToyEncoder(), model_id="t", dtype="int8")
+    with pytest.raises(BackendError, match="unsupported dtype 'int4'"):
+        make_image_encoder("onnxruntime", ToyEncoder(), model_id="t", dtype="int4")
     with pytest.raises(BackendError, match="backend='torch' with dtype='bfloat16'"):
         make_image_encoder(
             "onnxruntime", ToyEncoder(), model_id="t", dtype="bfloat16", cache_dir=tmp_path

@@ -99,3 +99,18 @@ def test_cuda_without_gpu_runtime_fails_before_loading(tmp_path, capsys):
     assert code == 1
     last = capsys.readouterr().err.splitlines()[-1]
     assert "needs onnxruntime-gpu" in last and "never-loaded" not in last
+
+
+def test_auto_measures_once_and_lists_its_choice(tmp_path, capsys, tiny_owlvit_dir):
+    argv = ["--model", str(tiny_owlvit_dir), "--no-clip", "--cache-dir", str(tmp_path)]
+    assert main([*argv, "--backend", "auto"]) == 0
+    first = capsys.readouterr()
+    assert "auto: onnxruntime float32" in first.err and "auto: torch float32" in first.err
+    assert main([*argv, "--backend", "auto"]) == 0
+    second = capsys.readouterr()
+    assert "(cache: fastest of 2 measured" in second.err
+    assert "ms per image" not in second.err  # the decision is reused, nothing re-measured
+    assert main(["--list", "--cache-dir", str(tmp_path)]) == 0
+    listing = capsys.readouterr().out
+    chose = [line for line in listing.splitlines() if " auto " in line and "-> chose" in line]
+    assert len(chose) == 1 and "fastest of 2 measured" in chose[0]

@@ -257,6 +257,14 @@ def test_two_cameras_at_once(owl):
     b = [m for m in owl.det_b.messages if m.header.stamp.sec in stamps]
     assert all(stamps[m.header.stamp.sec] == "left" == m.header.frame_id for m in a)
     assert all(stamps[m.header.stamp.sec] == "right" == m.header.frame_id for m in b)
+    # frames waiting together are encoded together, then published per camera, each camera's
+    # results in its own frame order and with its own latency
+    for msgs in (a, b):
+        secs = [m.header.stamp.sec for m in msgs]
+        assert secs == sorted(secs)
+    for topic in (f"{NS}/cam_a/image", f"{NS}/cam_b/image/compressed"):
+        stats = owl.camera_stats(topic, lambda v: float(v["latency_p50_ms"]) > 0)
+        assert float(stats["latency_p95_ms"]) >= float(stats["latency_p50_ms"]) > 0
 
 
 def test_set_prompt_applies_to_the_next_frames_and_updates_the_parameter(owl):
@@ -421,7 +429,10 @@ def test_diagnostics_report_rates_latency_and_the_model(owl):
     diag = owl.diag.messages[-1]
     model = next(s for s in diag.status if s.name == f"{NODE}: model")
     values = {kv.key: kv.value for kv in model.values}
-    assert "tiny-owlvit" in values["model"] and values["backend"] == "torch"
+    assert "tiny-owlvit" in values["model"] and values["backend"] == "auto"
+    # what auto chose and why (measured once at start, float32 without allow-reduced)
+    assert values["backend_choice"].startswith("owl: ") and " float32 (" in values["backend_choice"]
+    assert "measured" in values["backend_choice"] or "cache" in values["backend_choice"]
 
 
 def test_no_frame_warning_names_the_topic_and_qos(owl):

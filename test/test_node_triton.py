@@ -129,6 +129,39 @@ def test_node_detections_equal_local_onnxruntime(
     assert proc.alive()
 
 
+def test_adaptive_region_resolution_is_rejected_live_with_the_reason(stack):
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    _, proc, harness = stack
+    param = Parameter("region_resolution", value="adaptive").to_parameter_msg()
+    req = SetParameters.Request(parameters=[param])
+    result = harness.call(SetParameters, f"{NODE}/set_parameters", req).results[0]
+    assert not result.successful
+    assert result.reason.startswith("region_resolution 'adaptive' needs a local backend")
+    assert "\n" not in result.reason
+    assert Stream(harness).frame(scene(W, H, seed=4)).detections  # unchanged, still answering
+    assert proc.alive()
+
+
+def test_adaptive_region_resolution_at_start_is_one_line(
+    stack, tiny_owlvit_dir, tiny_clip_dir, tmp_path
+):
+    server = stack[0]
+    args = node_args(server.url, (tiny_owlvit_dir, tiny_clip_dir), ns="/owl_triton_adaptive",
+                     region_resolution="adaptive")  # fmt: skip
+    proc = RosProcess(args, tmp_path / "node.log", child_env())
+    try:
+        proc.proc.wait(timeout=180)
+    finally:
+        code = proc.stop()
+    out = proc.output()
+    assert code == 2, out
+    lines = [x for x in out.splitlines() if "cannot start" in x]
+    assert len(lines) == 1 and "region_resolution 'adaptive' needs a local backend" in lines[0]
+    assert "Traceback" not in out
+
+
 def test_server_killed_mid_stream_then_restarted_node_recovers(stack):
     server, proc, harness = stack
     stream = Stream(harness)

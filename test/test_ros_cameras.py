@@ -67,3 +67,23 @@ def test_no_frame_message_names_topic_qos_and_the_publishers(node):
     assert "reliability=reliable, depth=5" in text
     assert "/params_test (reliable, type sensor_msgs/msg/Image)" in text
     assert "publishers seen: none" in no_frame_message(cam, 5.0, "best_effort", 5, [])
+
+
+def test_mailbox_batch_takes_the_longest_waiting_cameras_first():
+    _import_rclpy()
+    from ros2_owl.ros.cameras import Camera, Mailbox
+    from ros2_owl.ros.diagnostics import CameraStats
+
+    cams = [Camera(i, f"cam{i}", f"c{i}", False, CameraStats(f"cam{i}")) for i in range(3)]
+    box = Mailbox()
+    box.put(cams[2], "c1", received=1.0)
+    box.put(cams[0], "a1", received=2.0)
+    box.put(cams[1], "b1", received=3.0)
+    box.put(cams[0], "a2", received=4.0)  # replaces a1: a camera is in a batch once
+    assert [p.msg for p in box.take_batch(2, 0)] == ["c1", "b1"]  # in arrival order
+    box.put(cams[2], "c2", received=5.0)
+    # the camera left out of the last batch goes first: nobody waits more than one batch
+    assert [p.msg for p in box.take_batch(2, 0)] == ["a2", "c2"]
+    assert box.take_batch(2, 0.01) == []
+    box.close()
+    assert box.take_batch(2, 0) == []

@@ -8,6 +8,7 @@ test_predictor_backends's tolerances (scores 1e-4, boxes 1e-2 px).
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import pytest
 import torch
@@ -23,7 +24,7 @@ from ros2_owl.backends.triton_backend import (
     TritonUnavailable,
 )
 from ros2_owl.models.owl import OwlModel
-from ros2_owl.predictor import TreePredictor
+from ros2_owl.predictor import PredictorConfig, TreePredictor
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +73,32 @@ def test_bytes_per_frame_follow_the_wire_dtype(predictors):
     per_value = {"uint8": 1, "float16": 2}[enc.wire_dtype]
     assert enc.stats.requests == before[0] + 1
     assert enc.stats.bytes_sent - before[1] == 3 * 96 * 96 * per_value
+
+
+def test_adaptive_region_resolution_is_refused_with_one_line(predictors):
+    """The server serves one input size: adaptive (one encoder per bucket) is refused, native runs."""
+    local, served = predictors
+    adaptive = replace(CONFIG, region_resolution="adaptive")
+    problem = served.config_problem(adaptive)
+    size = served.owl.info.image_size
+    assert problem == (
+        "region_resolution 'adaptive' needs a local backend: backend triton serves one input "
+        f"size ({size}x{size}); use region_resolution 'native'"
+    )
+    state = served.prepare(TREE)
+    for run in (lambda: served.predict(synthetic_scene(), state, adaptive),
+                lambda: served.predict_batch([synthetic_scene()], [state], adaptive)):  # fmt: skip
+        with pytest.raises(ValueError, match="needs a local backend") as info:
+            run()
+        assert "\n" not in str(info.value)
+    assert served.config_problem(CONFIG) is None and local.config_problem(adaptive) is None
+    assert served.predict(synthetic_scene(), state).detections  # native still runs
+    assert served.owl_encoder.selection.backend == "triton"
+    assert server_url(served) in served.backend_summary()
+
+
+def server_url(predictor) -> str:
+    return predictor.owl_encoder.options.url
 
 
 def test_two_clients_are_batched_by_the_server(server, tiny_owlvit_dir):
@@ -131,6 +158,10 @@ def test_server_down_with_fallback_uses_local_backend(tiny_owlvit_dir, model_cac
         triton=TritonOptions(url=url, timeout_s=2.0, fallback="local"),
     )  # fmt: skip
     assert predictor.owl_encoder.name == "onnxruntime"
+    assert predictor.owl_encoder.selection.source == "fallback"
+    assert "triton_fallback local" in predictor.backend_summary()
+    adaptive = PredictorConfig(region_resolution="adaptive")
+    assert predictor.config_problem(adaptive) is None  # local encoders: one per bucket works
     assert any(url in r.getMessage() and "triton_fallback" in r.getMessage()
                for r in caplog.records if r.levelname == "WARNING")  # fmt: skip
 

@@ -31,7 +31,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-clip", action="store_true", help="skip the CLIP encoder (prompts without classify)"
     )
-    parser.add_argument("--backend", choices=("onnxruntime", "tensorrt"), default="onnxruntime")
+    parser.add_argument(
+        "--backend",
+        choices=("onnxruntime", "tensorrt", "auto"),
+        default="onnxruntime",
+        help="auto: measure the candidates now and cache the decision (as a first start would)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "allow-reduced"),
+        default="fp32",
+        help="allow-reduced lets --backend auto consider bfloat16/int8 on CPU",
+    )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda for tensorrt)")
     parser.add_argument(
         "--dtype", default="auto", help="float32, float16 or auto (float16 for tensorrt)"
@@ -132,9 +143,13 @@ def list_cache(cache: ArtefactCache, out=None) -> int:
         print(f"no artefacts in {cache.root}", file=out)
     for entry in entries:
         try:
-            desc = ArtefactKey.from_dict(entry.manifest["key"]).describe()
+            key = ArtefactKey.from_dict(entry.manifest["key"])
+            desc = key.describe()
         except (KeyError, TypeError):
-            desc = "(unreadable manifest)"
+            key, desc = None, "(unreadable manifest)"
+        if key is not None and key.backend == "auto":
+            info = entry.manifest.get("info", {})
+            desc += f" -> chose {info.get('backend')} {info.get('dtype')}: {info.get('reason')}"
         size = entry.path.stat().st_size / 1e6 if entry.path.exists() else float("nan")
         print(f"{desc}  {size:.1f} MB  {entry.path}", file=out)
     return len(entries)
@@ -158,6 +173,8 @@ def _encoders(args, say: Callable[[str], None]):
 
 def preflight(backend: str, device: str) -> None:
     """Fail on a missing runtime or GPU before spending minutes loading models."""
+    if backend == "auto":
+        return
     if backend == "tensorrt":
         from ros2_owl.backends.tensorrt_backend import import_tensorrt, require_cuda
 
@@ -243,13 +260,15 @@ def run(args: argparse.Namespace) -> int:
                 dtype=args.dtype,
                 cache_dir=str(cache.root),
                 max_batch=args.max_batch,
+                precision=args.precision,
                 force=args.force,
                 on_invalid=args.on_invalid,
                 progress=progress,
             )
             progress(
-                f"ready: {type(module).__name__} of {model_id} on {args.backend} "
-                f"({', '.join(encoder.output_names)}) in {time.monotonic() - start:.1f}s"
+                f"ready: {type(module).__name__} of {model_id} on "
+                f"{encoder.selection.describe()} ({', '.join(encoder.output_names)}) in "
+                f"{time.monotonic() - start:.1f}s"
             )
             if args.triton_repo:
                 served.append(_served(args, cache, name, model_id, module, preprocessor))

@@ -73,6 +73,32 @@ def is_random_weights(path: str | os.PathLike) -> bool:
         return True  # a damaged marker still means "not a trained model"
 
 
+def _local_model_dir(what: str, model_id: str, required) -> str:
+    """The expanded directory of a local model, or a ModelLoadError saying what is wrong."""
+    path = Path(model_id).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ModelLoadError(
+            f"cannot load {what} model: {str(path)!r} is a file, not a model directory; give "
+            "the directory that holds it: a model directory (written by save_pretrained) "
+            "holds config.json, the weights (model.safetensors or pytorch_model.bin) and the "
+            "processor files (preprocessor_config.json, tokenizer files)"
+        )
+    if not path.is_dir():
+        raise ModelLoadError(
+            f"cannot load {what} model: local directory {str(path)!r} does not exist "
+            "(give a hub id like 'google/owlvit-base-patch32' or a directory written by "
+            "save_pretrained)"
+        )
+    missing = [name for name in required if not (path / name).is_file()]
+    if missing:
+        present = sorted(p.name for p in path.iterdir())[:12]
+        raise ModelLoadError(
+            f"cannot load {what} model from {str(path)!r}: missing {', '.join(missing)} "
+            f"(the directory holds: {', '.join(present) or 'nothing'})"
+        )
+    return str(path)
+
+
 def load_pretrained(
     what: str, model_id: str, load: Callable[[str], T], *, required=("config.json",)
 ) -> T:
@@ -81,28 +107,7 @@ def load_pretrained(
         raise ModelLoadError(f"{what} model must be a hub id or a directory, got {model_id!r}")
     model_id = str(model_id)
     if looks_like_path(model_id):
-        path = Path(model_id).expanduser()
-        if path.exists() and not path.is_dir():
-            raise ModelLoadError(
-                f"cannot load {what} model: {str(path)!r} is a file, not a model directory; give "
-                "the directory that holds it: a model directory (written by save_pretrained) "
-                "holds config.json, the weights (model.safetensors or pytorch_model.bin) and the "
-                "processor files (preprocessor_config.json, tokenizer files)"
-            )
-        if not path.is_dir():
-            raise ModelLoadError(
-                f"cannot load {what} model: local directory {str(path)!r} does not exist "
-                "(give a hub id like 'google/owlvit-base-patch32' or a directory written by "
-                "save_pretrained)"
-            )
-        missing = [name for name in required if not (path / name).is_file()]
-        if missing:
-            present = sorted(p.name for p in path.iterdir())[:12]
-            raise ModelLoadError(
-                f"cannot load {what} model from {str(path)!r}: missing {', '.join(missing)} "
-                f"(the directory holds: {', '.join(present) or 'nothing'})"
-            )
-        model_id = str(path)
+        model_id = _local_model_dir(what, model_id, required)
         where = f"local directory {model_id!r}"
     else:
         where = f"hub id {model_id!r}" + (

@@ -11,7 +11,7 @@ transformers' ``image_guided_detection`` does (rules in ros2_owl/queries.py).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import torch
@@ -45,24 +45,59 @@ class OwlImageEncoder(nn.Module):
             self.objectness_head = model.objectness_head
         vision = model.config.vision_config
         self.image_size: int = int(vision.image_size)
-        self.grid = self.image_size // int(vision.patch_size)
+        self.patch_size: int = int(vision.patch_size)
+        self.grid = self.image_size // self.patch_size
         self.register_buffer("box_bias", model.box_bias.detach().clone(), persistent=False)
+        self._model_class = type(model)  # its compute_box_bias, for other input sizes
+        self._box_biases: dict[int, torch.Tensor] = {}
         names = ("class_embeds", "logit_shift", "logit_scale", "pred_boxes")
         self.output_names: tuple[str, ...] = names + (("objectness",) if self.is_v2 else ())
 
+    def box_bias_for(self, size: int) -> torch.Tensor:
+        """Box bias of a size x size input: transformers' compute_box_bias on that patch grid
+        (what its forward does with interpolate_pos_encoding=True)."""
+        if size == self.image_size:
+            return self.box_bias
+        if size not in self._box_biases:
+            grid = size // self.patch_size
+            cls = self._model_class  # compute_box_bias only calls a staticmethod of its class
+            self._box_biases[size] = cls.compute_box_bias(cls, grid, grid)
+        return self._box_biases[size]
+
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        hidden = self.vision_model(pixel_values=pixel_values)[0]
+        """Any square input whose side is a multiple of the patch size: other sizes than the
+        native one interpolate the position embeddings (interpolate_pos_encoding=True)."""
+        size = int(pixel_values.shape[-1])
+        hidden = self.vision_model(
+            pixel_values=pixel_values, interpolate_pos_encoding=size != self.image_size
+        )[0]
         hidden = self.vision_model.post_layernorm(hidden)
         feats = self.layer_norm(hidden[:, 1:, :] * hidden[:, :1, :])  # patches x class token
         head = self.class_head
         class_embeds = head.dense0(feats)
         logit_shift = head.logit_shift(feats)
         logit_scale = head.elu(head.logit_scale(feats)) + 1
-        boxes = torch.sigmoid(self.box_head(feats) + self.box_bias.to(feats.dtype))
+        bias = self.box_bias_for(size).to(device=feats.device, dtype=feats.dtype)
+        boxes = torch.sigmoid(self.box_head(feats) + bias)
         out = (class_embeds, logit_shift, logit_scale, boxes)
         if self.is_v2:
             out = out + (self.objectness_head(feats)[..., 0],)
         return out
+
+
+class FixedSizeEncoder(nn.Module):
+    """An OWL image encoder pinned to one input size (adaptive regions): what ONNX Runtime and
+    TensorRT export, one artefact per bucket size."""
+
+    def __init__(self, encoder: OwlImageEncoder, size: int):
+        super().__init__()
+        self.encoder = encoder
+        self.image_size = size
+        self.output_names = encoder.output_names
+        encoder.box_bias_for(size)  # computed now, not while an exporter traces forward
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.encoder(pixel_values)
 
 
 def decode_logits(outputs: dict[str, torch.Tensor], queries: torch.Tensor) -> torch.Tensor:
@@ -200,12 +235,16 @@ class OwlModel(CachedTextEncoder):
 
     # ------------------------------------------------------------------ image side
 
-    def pixels(self, image: torch.Tensor, boxes: Sequence[Sequence[float]] | None):
-        """Model input [R, 3, S, S] and each row's frame: the whole image (boxes None) or crops."""
+    def pixels(self, image: torch.Tensor, boxes: Sequence[Sequence[float]] | None, size: int = 0):
+        """Model input [R, 3, S, S] and each row's frame: the whole image (boxes None) or crops;
+        `size` (a multiple of the patch size) replaces the native S for adaptive regions."""
+        preprocessor = self.preprocessor
+        if size and size != preprocessor.size:
+            preprocessor = replace(preprocessor, size=size)
         if boxes is None:
             width, height = image_size(image)
-            return self.preprocessor(image)[None], [(0, 0, width, height)]
-        return crop_regions(image, boxes, self.preprocessor)
+            return preprocessor(image)[None], [(0, 0, width, height)]
+        return crop_regions(image, boxes, preprocessor)
 
     def to_pixels(self, boxes: torch.Tensor, frame: Frame) -> torch.Tensor:
         """Normalised boxes of one encoded region -> input pixels, clipped to that region."""

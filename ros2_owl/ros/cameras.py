@@ -14,6 +14,12 @@ from rclpy.qos import (
     ReliabilityPolicy,
 )
 
+from ros2_owl.camera_topics import (  # noqa: F401  (re-exported: the node imports them here)
+    OUTPUTS,
+    is_compressed_topic,
+    output_prefixes,
+    output_topic,
+)
 from ros2_owl.ros.diagnostics import CameraStats
 
 __all__ = [
@@ -25,46 +31,6 @@ __all__ = [
     "output_prefixes",
     "output_topic",
 ]
-
-OUTPUTS = ("detections", "tree", "classification", "label_info", "annotated_image")
-
-
-def is_compressed_topic(topic: str) -> bool:
-    """image_transport's naming: `<base>/compressed` carries sensor_msgs/CompressedImage."""
-    return topic.rstrip("/").endswith("/compressed") or topic.rstrip("/") == "compressed"
-
-
-def output_prefixes(topics: tuple[str, ...], names: tuple[str, ...]) -> list[str]:
-    """Where each camera's outputs go (relative to the node namespace unless absolute).
-
-    camera_names win; one camera publishes directly in the node namespace; several cameras
-    publish in the namespace of their input topic ('front/image_raw' -> 'front/detections').
-    """
-    if names:
-        if len(names) != len(topics):
-            raise ValueError(
-                f"camera_names has {len(names)} entries but image_topics has {len(topics)}"
-            )
-        prefixes = [n.strip("/") if not n.startswith("/") else n.rstrip("/") for n in names]
-    elif len(topics) == 1:
-        return [""]
-    else:
-        prefixes = []
-        for topic in topics:
-            base = topic.rstrip("/")
-            if is_compressed_topic(base):
-                base = base[: -len("compressed")].rstrip("/")
-            prefixes.append(base.rpartition("/")[0])
-    if len(set(prefixes)) != len(prefixes) or (len(prefixes) > 1 and "" in prefixes):
-        raise ValueError(
-            f"image topics {list(topics)} give output namespaces {prefixes}, which are not "
-            "distinct: set the camera_names parameter (one output namespace per topic)"
-        )
-    return prefixes
-
-
-def output_topic(prefix: str, name: str) -> str:
-    return f"{prefix}/{name}" if prefix else name
 
 
 def input_qos(reliability: str, depth: int) -> QoSProfile:
@@ -151,6 +117,18 @@ class Mailbox:
                 return None
             index = min(self._slots, key=lambda i: self._slots[i].received)
             return self._slots.pop(index)
+
+    def take_batch(self, limit: int, timeout: float | None = None) -> list[_Pending]:
+        """Up to `limit` pending frames, longest waiting first, one per camera (waits for the
+        first). A camera left out is among the newest, so it is first in line next time: no
+        camera waits more than one batch for the others."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._slots or self._closed, timeout):
+                return []
+            if self._closed:
+                return []
+            order = sorted(self._slots, key=lambda i: self._slots[i].received)[: max(1, limit)]
+            return [self._slots.pop(i) for i in order]
 
     def close(self) -> None:
         with self._cond:

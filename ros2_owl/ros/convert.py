@@ -262,16 +262,8 @@ def decode_compressed(data, fmt: str, limits: ImageLimits = DEFAULT_LIMITS) -> n
 
 def rgb_to_image_msg(rgb: np.ndarray, header=None):
     """Build an rgb8 sensor_msgs/Image from an HxWx3 uint8 array."""
-    from sensor_msgs.msg import Image
+    from ros2_owl.ros.messages import rgb_to_image_msg as build
 
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ImageConversionError(f"expected HxWx3 uint8, got {rgb.shape} {rgb.dtype}")
-    msg = Image()
-    if header is not None:
-        msg.header = header
-    msg.height, msg.width = int(rgb.shape[0]), int(rgb.shape[1])
-    msg.encoding = "rgb8"
-    msg.is_bigendian = 0
-    msg.step = msg.width * 3
-    msg.data = np.ascontiguousarray(rgb).tobytes()
-    return msg
+    return build(rgb, header)

@@ -131,6 +131,9 @@ class OwlNode(Node):
             raise StartupError(str(exc)) from exc
         s = self._settings
         self.predictor = predictor or self._load_predictor(s)
+        problem = self.predictor.config_problem(s.predictor_config())
+        if problem:  # e.g. region_resolution adaptive with backend triton
+            raise StartupError(f"invalid parameters: {problem}")
         if s.queries_file:
             self._load_queries(s.queries_file)
         try:
@@ -173,7 +176,8 @@ class OwlNode(Node):
         self._worker = threading.Thread(target=self._work, name="owl_inference", daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f"ready: model {s.model} ({s.backend}/{s.device}), prompt {s.prompt!r}, inputs "
+            f"ready: model {s.model} ({self.predictor.backend_summary()} on {s.device}), prompt "
+            f"{s.prompt!r}, inputs "
             + ", ".join(f"{c.resolved_topic} -> {c.prefix or '.'}/" for c in self.cameras)
         )
 
@@ -188,6 +192,7 @@ class OwlNode(Node):
                 backend=s.backend,
                 config=s.predictor_config(),
                 cache_dir=s.cache_dir or None,
+                precision=s.precision,
                 triton=triton_options(s) if s.backend == "triton" else None,
             )
         except Exception as exc:  # ModelLoadError, BackendError, torch errors: all fatal here
@@ -279,6 +284,9 @@ class OwlNode(Node):
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
         candidate = self._settings.updated(params)
+        problem = self.predictor.config_problem(candidate.predictor_config())
+        if problem:
+            return SetParametersResult(successful=False, reason=problem)
         try:
             active = self._build(candidate, reuse=self._active)
         except (PromptError, ValueError) as exc:
@@ -413,27 +421,49 @@ class OwlNode(Node):
         self._mailbox.put(cam, msg, now)
 
     def _work(self) -> None:
-        """The inference thread: one frame at a time, always the newest of each camera."""
+        """The inference thread: the newest frame of every waiting camera, encoded together
+        (predict_batch), then decoded and published per camera in the order they arrived."""
         while not self._stop.is_set():
-            item = self._mailbox.take(timeout=0.5)
-            if item is None:
+            items = self._mailbox.take_batch(len(self.cameras), timeout=0.5)
+            if not items:
                 continue
             try:
-                self._process(item.camera, item.msg, item.received)
-            except Exception as exc:  # never let one frame kill the worker
+                self._process_batch(items)
+            except Exception as exc:  # never let one batch kill the worker
                 if self._stop.is_set() or not self.context.ok():
                     return  # shutting down (Ctrl-C): the publishers are gone, nothing failed
-                item.camera.stats.frame_error(f"{type(exc).__name__}: {exc}")
-                self._warn_throttled(item.camera, f"inference failed: {type(exc).__name__}: {exc}")
+                for item in items:
+                    item.camera.stats.frame_error(f"{type(exc).__name__}: {exc}")
+                    self._warn_throttled(
+                        item.camera, f"inference failed: {type(exc).__name__}: {exc}"
+                    )
 
-    def _process(self, cam: Camera, msg, received: float) -> None:
-        active = self._active  # one read: this frame uses this state to the end
-        try:
-            image = message_to_rgb(msg)
-        except ImageConversionError as exc:
-            cam.stats.frame_bad(str(exc))
-            self._warn_throttled(cam, f"dropped a bad frame: {exc}")
+    def _process_batch(self, items) -> None:
+        active = self._active  # one read: these frames use this state to the end
+        frames = []
+        for item in items:
+            try:
+                frames.append((item, message_to_rgb(item.msg)))
+            except ImageConversionError as exc:
+                item.camera.stats.frame_bad(str(exc))
+                self._warn_throttled(item.camera, f"dropped a bad frame: {exc}")
+        if not frames:
             return
+        t0 = time.monotonic()
+        try:
+            with self._encoder_lock:
+                results = self.predictor.predict_batch(
+                    [image for _, image in frames], [active.state] * len(frames), active.config
+                )
+        except ValueError:  # ImageError: one image is refused; run them one by one to say which
+            for item, image in frames:
+                self._process(item.camera, item.msg, item.received, image, active)
+            return
+        inference_ms = (time.monotonic() - t0) * 1000.0
+        for (item, image), result in zip(frames, results, strict=True):
+            self._publish(item.camera, item.msg, item.received, image, result, inference_ms)
+
+    def _process(self, cam: Camera, msg, received: float, image, active) -> None:
         t0 = time.monotonic()
         try:
             with self._encoder_lock:
@@ -442,7 +472,10 @@ class OwlNode(Node):
             cam.stats.frame_bad(str(exc))
             self._warn_throttled(cam, f"dropped a bad frame: {exc}")
             return
-        inference_ms = (time.monotonic() - t0) * 1000.0
+        self._publish(cam, msg, received, image, result, (time.monotonic() - t0) * 1000.0)
+
+    def _publish(self, cam: Camera, msg, received: float, image, result, inference_ms) -> None:
+        """One camera's outputs; its latency runs from its own frame's arrival."""
         header = msg.header
         pubs = cam.publishers
         tracking = self._tracking is not None
@@ -511,6 +544,7 @@ class OwlNode(Node):
                 model=s.model,
                 clip_model=s.clip_model or "none",
                 backend=s.backend,
+                backend_choice=self.predictor.backend_summary(),
                 device=s.device,
                 prompt=s.prompt,
                 callback_errors=self._guard.errors,
