@@ -190,7 +190,9 @@ def measure(
     others = sorted((v, k) for k, v in timings.items() if k != best)
     reason = f"fastest of {len(timings)} measured on {cpu_model()}: {ms:.1f} ms"
     if others:
-        reason += f", next {others[0][1]} {others[0][0]:.1f} ms ({others[0][0] / ms:.2f}x)"
+        reason += f", next {others[0][1]} {others[0][0]:.1f} ms"
+        if ms > 0:  # a stand-in that returns stored outputs rounds to 0.000 ms
+            reason += f" ({others[0][0] / ms:.2f}x)"
     return cand, encoder, AutoChoice(cand.backend, cand.dtype, reason, timings, "measured")
 
 
