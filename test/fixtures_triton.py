@@ -8,12 +8,14 @@ runs tools/triton_server.py on a model repository written by ros2_owl's reposito
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sysconfig
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -39,9 +41,9 @@ def free_port() -> int:
 class TritonServer:
     """tools/triton_server.py as a child process group: start, wait ready, stop or kill."""
 
-    def __init__(self, python: str, repo: Path, log: Path, restrict: str = ""):
+    def __init__(self, python: str, repo: Path, log: Path, restrict: str = "", extra=()):
         self.python, self.repo, self.log_path = python, repo, log
-        self.restrict = restrict
+        self.restrict, self.extra = restrict, list(extra)  # extra: more triton_server.py options
         self.grpc_port = free_port()
         self.http_port = free_port()
         self.metrics_port = free_port()
@@ -58,22 +60,26 @@ class TritonServer:
         env["LD_LIBRARY_PATH"] = os.pathsep.join(
             p for p in (libdir, env.get("LD_LIBRARY_PATH", "")) if p
         )
-        cmd = [
-            self.python,
-            str(REPO_ROOT / "tools" / "triton_server.py"),
-            "--repo",
-            str(self.repo),
-            "--grpc-port",
-            str(self.grpc_port),
-            "--http-port",
-            str(self.http_port),
-            "--metrics-port",
-            str(self.metrics_port),
-            "--threads",
-            "1",
-            "--access-token",
-            ACCESS_TOKEN,
-        ] + (["--restrict", self.restrict] if self.restrict else [])
+        cmd = (
+            [
+                self.python,
+                str(REPO_ROOT / "tools" / "triton_server.py"),
+                "--repo",
+                str(self.repo),
+                "--grpc-port",
+                str(self.grpc_port),
+                "--http-port",
+                str(self.http_port),
+                "--metrics-port",
+                str(self.metrics_port),
+                "--threads",
+                "1",
+                "--access-token",
+                ACCESS_TOKEN,
+            ]
+            + (["--restrict", self.restrict] if self.restrict else [])
+            + self.extra
+        )
         log = open(self.log_path, "a")  # noqa: SIM115 - owned by the process's lifetime
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env, start_new_session=True
@@ -169,8 +175,61 @@ def triton_repo(tmp_path_factory, model_cache_dir, tiny_owlvit_dir, tiny_owlv2_d
     return root
 
 
-def start_server(python: str, repo: Path, log: Path, restrict: str = "") -> TritonServer:
-    return TritonServer(python, repo, log, restrict).start()
+def start_server(python: str, repo: Path, log: Path, restrict: str = "", extra=()) -> TritonServer:
+    return TritonServer(python, repo, log, restrict, extra).start()
 
 
-__all__ = ["TOKEN_HEADER", "TritonServer", "free_port", "start_server"]
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of a test PKI: a CA, a server and a client certificate it signed, and a second
+    CA that signed nothing here (a root the server's certificate does not chain to)."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    other_ca: Path
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    done = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"openssl {' '.join(args)} failed:\n{done.stderr}")
+
+
+def _make_ca(folder: Path, name: str) -> None:
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2",
+             "-subj", f"/CN=ros2_owl test {name}",
+             "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=folder)  # fmt: skip
+
+
+def _make_leaf(folder: Path, name: str, usage: str) -> None:
+    """A certificate for localhost signed by ca.pem (usage: serverAuth or clientAuth)."""
+    ext = folder / f"{name}.ext"
+    ext.write_text(f"subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage={usage}\n")
+    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", "/CN=localhost",
+             cwd=folder)  # fmt: skip
+    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+             "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", ext.name,
+             cwd=folder)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory) -> TlsFiles:
+    """Real certificates made with the openssl command (skips, saying so, where it is missing)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed: the TLS tests make certificates with it")
+    folder = tmp_path_factory.mktemp("tls")
+    _make_ca(folder, "ca")
+    _make_ca(folder, "other_ca")
+    _make_leaf(folder, "server", "serverAuth")
+    _make_leaf(folder, "client", "clientAuth")
+    return TlsFiles(*(folder / n for n in ("ca.pem", "server.pem", "server.key", "client.pem",
+                                           "client.key", "other_ca.pem")))  # fmt: skip
+
+
+__all__ = ["TOKEN_HEADER", "TlsFiles", "TritonServer", "free_port", "start_server"]

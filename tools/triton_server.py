@@ -88,6 +88,19 @@ def bind(triton: Triton, folder: Path, threads: int) -> str:
     return config.name
 
 
+def tls_options(args) -> dict:
+    """TritonConfig's gRPC TLS fields (tritonserver's --grpc-use-ssl[-mutual], -server-cert,
+    -server-key, -root-cert); none without a server certificate."""
+    if not args.grpc_server_cert:
+        return {}
+    options = dict(grpc_server_cert=args.grpc_server_cert, grpc_server_key=args.grpc_server_key)
+    if args.grpc_root_cert:
+        options["grpc_root_cert"] = args.grpc_root_cert
+    if args.grpc_mutual_tls:
+        return dict(options, grpc_use_ssl_mutual=True)
+    return dict(options, grpc_use_ssl=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", required=True, type=Path)
@@ -107,6 +120,16 @@ def main() -> int:
         help="comma-separated endpoints that need the token (default: PyTriton's: statistics, "
         "model-repository, shared-memory, trace, logging); e.g. add inference,metadata",
     )
+    parser.add_argument(
+        "--grpc-server-cert", type=Path, help="PEM server certificate: gRPC over TLS"
+    )
+    parser.add_argument("--grpc-server-key", type=Path, help="PEM key of --grpc-server-cert")
+    parser.add_argument(
+        "--grpc-root-cert", type=Path, help="PEM root certificate clients are checked against"
+    )
+    parser.add_argument(
+        "--grpc-mutual-tls", action="store_true", help="demand a client certificate (mutual TLS)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     folders = sorted(p.parent for p in args.repo.glob("*/config.pbtxt"))
@@ -118,6 +141,7 @@ def main() -> int:
         http_port=args.http_port,
         metrics_port=args.metrics_port,
         exit_timeout_secs=5,
+        **tls_options(args),
     )
     security = TritonSecurityConfig(
         access_token=args.access_token,

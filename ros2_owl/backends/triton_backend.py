@@ -144,6 +144,12 @@ def _client(options: TritonOptions):
         raise BackendError(
             f"backend 'triton' needs tritonclient[grpc] ({err}); pip install 'tritonclient[grpc]'"
         ) from err
+    for path in (options.root_certificates, options.private_key, options.certificate_chain):
+        try:  # before the client: one that fails to read them is left half-built
+            if path:
+                open(path, "rb").close()
+        except OSError as err:
+            raise BackendError(f"triton TLS file {path!r}: {err.strerror}") from err
     return grpcclient.InferenceServerClient(
         options.url,
         ssl=options.ssl,
