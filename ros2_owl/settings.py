@@ -281,18 +281,21 @@ SETTINGS: tuple[Setting, ...] = (
         "localhost:8001",
         "backend triton: host:port of the Triton server's gRPC endpoint.",
         live=False,
+        cli=True,
     ),
     Setting(
         "triton_owl_model",
         TRITON_OWL_MODEL,
         "backend triton: served model name of the OWL image encoder.",
         live=False,
+        cli=True,
     ),
     Setting(
         "triton_clip_model",
         TRITON_CLIP_MODEL,
         "backend triton: served model name of the CLIP image encoder.",
         live=False,
+        cli=True,
     ),
     Setting(
         "triton_timeout",
@@ -300,25 +303,29 @@ SETTINGS: tuple[Setting, ...] = (
         "backend triton: deadline of each request and of the start-up checks, seconds.",
         live=False,
         range=(0.1, 600.0),
+        cli=True,
     ),
-    Setting("triton_ssl", False, "backend triton: TLS to the server.", live=False),
+    Setting("triton_ssl", False, "backend triton: TLS to the server.", live=False, cli=True),
     Setting(
         "triton_root_certificates",
         "",
         "backend triton: PEM file of root certificates ('' = gRPC's default roots).",
         live=False,
+        cli=True,
     ),
     Setting(
         "triton_private_key",
         "",
         "backend triton: PEM private key for client-certificate (mutual) TLS.",
         live=False,
+        cli=True,
     ),
     Setting(
         "triton_certificate_chain",
         "",
         "backend triton: PEM certificate chain for client-certificate (mutual) TLS.",
         live=False,
+        cli=True,
     ),
     Setting(
         "triton_headers",
@@ -326,6 +333,7 @@ SETTINGS: tuple[Setting, ...] = (
         "backend triton: request headers as key=value, e.g. 'authorization=Bearer TOKEN'.",
         live=False,
         check=_check_headers,
+        cli="--triton-header",
     ),
     Setting(
         "triton_fallback",
@@ -334,6 +342,7 @@ SETTINGS: tuple[Setting, ...] = (
         "locally with onnxruntime; 'none' = refuse to start.",
         live=False,
         choices=TRITON_FALLBACKS,
+        cli=True,
     ),
     Setting(
         "cache_dir",

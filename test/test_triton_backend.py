@@ -7,6 +7,7 @@ test_predictor_backends's tolerances (scores 1e-4, boxes 1e-2 px).
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import replace
 
@@ -14,8 +15,10 @@ import pytest
 import torch
 from fixtures_models import synthetic_scene
 from fixtures_triton import TOKEN_HEADER, free_port, start_server
+from PIL import Image
 from test_predictor_backends import CONFIG, TREE, assert_same_result
 
+from ros2_owl import cli
 from ros2_owl.backends.triton_backend import (
     TritonImageEncoder,
     TritonModelMismatch,
@@ -241,3 +244,34 @@ def test_token_protected_server_needs_the_header(
         assert TritonImageEncoder(owl.encoder, authed)(pixels)["pred_boxes"].shape == (1, 36, 4)
     finally:
         srv.stop()
+
+
+def test_cli_detect_with_backend_triton_equals_onnxruntime(
+    server, tiny_owlvit_dir, tiny_clip_dir, model_cache_dir, tmp_path, capsys
+):
+    """`ros2-owl detect --backend triton --triton-url ...`: the schema's options reach the server."""
+    image = tmp_path / "scene.png"
+    Image.fromarray(synthetic_scene()).save(image)
+    argv = ["detect", str(image), "--prompt", TREE, "--json", "--threshold", "0",
+            "--model", str(tiny_owlvit_dir), "--clip-model", str(tiny_clip_dir),
+            "--cache-dir", str(model_cache_dir / "artefacts")]  # fmt: skip
+    assert cli.main([*argv, "--backend", "onnxruntime"]) == 0
+    local = json.loads(capsys.readouterr().out)[0]["detections"]
+    remote = ["--backend", "triton", "--triton-url", server.url, "--triton-timeout", "30"]
+    assert cli.main([*argv, *remote]) == 0
+    served = json.loads(capsys.readouterr().out)[0]["detections"]
+    assert len(served) == len(local) > 0
+    for a, b in zip(local, served, strict=True):
+        assert a["label"] == b["label"] and abs(a["score"] - b["score"]) <= 1e-4
+        assert max(abs(x - y) for x, y in zip(a["box"], b["box"], strict=True)) <= 1e-2
+
+
+def test_cli_server_down_is_one_line_naming_the_url(tiny_owlvit_dir, tmp_path, capsys):
+    image = tmp_path / "scene.png"
+    Image.fromarray(synthetic_scene()).save(image)
+    url = f"localhost:{free_port()}"
+    argv = ["detect", str(image), "--prompt", "[a person]", "--model", str(tiny_owlvit_dir),
+            "--no-clip", "--backend", "triton", "--triton-url", url, "--triton-timeout", "2"]  # fmt: skip
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: Triton server at {url} is not reachable") and "\n" not in err

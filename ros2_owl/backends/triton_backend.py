@@ -83,6 +83,25 @@ def parse_headers(items) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def triton_options(settings) -> TritonOptions | None:
+    """The triton_* settings (node parameters or `ros2-owl` options) as the backend's options;
+    None unless the backend is triton."""
+    if settings.backend != "triton":
+        return None
+    return TritonOptions(
+        url=settings.triton_url,
+        owl_model=settings.triton_owl_model,
+        clip_model=settings.triton_clip_model,
+        timeout_s=settings.triton_timeout,
+        ssl=settings.triton_ssl,
+        root_certificates=settings.triton_root_certificates,
+        private_key=settings.triton_private_key,
+        certificate_chain=settings.triton_certificate_chain,
+        headers=parse_headers(settings.triton_headers),
+        fallback=settings.triton_fallback,
+    )
+
+
 @dataclass(frozen=True)
 class TritonTarget:
     """One encoder's served model plus the normalisation its uint8 wire stage applies."""

@@ -19,7 +19,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Classification, Detection2DArray, LabelInfo
 
-from ros2_owl.backends.triton_backend import TritonOptions, parse_headers
+from ros2_owl.backends.triton_backend import triton_options
 from ros2_owl.draw import draw_result
 from ros2_owl.msg import TreeDetectionArray
 from ros2_owl.predictor import PredictorConfig, PromptState, TreePredictor
@@ -68,22 +68,6 @@ class Active:
     state: PromptState
     config: PredictorConfig
     key: tuple  # (prompt, label_thresholds) the state was built from
-
-
-def triton_options(s: Settings) -> TritonOptions:
-    """The triton_* settings as the backend's options."""
-    return TritonOptions(
-        url=s.triton_url,
-        owl_model=s.triton_owl_model,
-        clip_model=s.triton_clip_model,
-        timeout_s=s.triton_timeout,
-        ssl=s.triton_ssl,
-        root_certificates=s.triton_root_certificates,
-        private_key=s.triton_private_key,
-        certificate_chain=s.triton_certificate_chain,
-        headers=parse_headers(s.triton_headers),
-        fallback=s.triton_fallback,
-    )
 
 
 @dataclass(frozen=True)
@@ -193,7 +177,7 @@ class OwlNode(Node):
                 config=s.predictor_config(),
                 cache_dir=s.cache_dir or None,
                 precision=s.precision,
-                triton=triton_options(s) if s.backend == "triton" else None,
+                triton=triton_options(s),
             )
         except Exception as exc:  # ModelLoadError, BackendError, torch errors: all fatal here
             raise StartupError(f"could not load the models: {exc}") from exc
