@@ -142,6 +142,7 @@ def read_image(path: str) -> np.ndarray:
 
 
 def _load(args, model: str, clip: str | None):
+    from .backends.triton_backend import triton_options
     from .predictor import TreePredictor
 
     settings = _settings(args)
@@ -154,6 +155,7 @@ def _load(args, model: str, clip: str | None):
         config=settings.predictor_config(),
         cache_dir=settings.cache_dir or None,
         precision=settings.precision,
+        triton=triton_options(settings),
     )
 
 

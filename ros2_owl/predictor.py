@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .backends import ImageEncoderBackend, make_image_encoder
+from .backends.triton_backend import TritonOptions, TritonTarget
 from .boxes import batched_nms
 from .models import LabelTooLongError
 from .models.clip import NEUTRAL_PROMPT, ClipModel
@@ -153,11 +154,13 @@ class TreePredictor:
         config: PredictorConfig | None = None,
         cache_dir: str | None = None,
         precision: str = "fp32",
+        triton: TritonOptions | None = None,
     ) -> TreePredictor:
         """Load models (ModelLoadError naming what was tried) and build the image encoders.
 
-        backend 'auto' picks the fastest backend for the machine (see backends/auto.py);
-        precision 'allow-reduced' lets it pick bf16/int8 on CPU.
+        backend 'auto' picks the fastest local backend for the machine (see backends/auto.py);
+        precision 'allow-reduced' lets it pick bf16/int8 on CPU. backend 'triton' (never chosen
+        by auto) sends the image encoders to the server ``triton`` names (its defaults if None).
         """
         config = config or PredictorConfig()
         owl = OwlModel.load(model, device=device, cache_dir=cache_dir)
@@ -165,11 +168,25 @@ class TreePredictor:
         kwargs = dict(
             device=device, dtype=dtype, cache_dir=cache_dir, max_batch=batch, precision=precision
         )
-        owl_encoder = make_image_encoder(backend, owl.encoder, model_id=model, **kwargs)
+        remote = (triton or TritonOptions()) if backend == "triton" else None
+        owl_encoder = make_image_encoder(
+            backend,
+            owl.encoder,
+            model_id=model,
+            triton=remote and TritonTarget.of(remote, remote.owl_model, owl.preprocessor),
+            **kwargs,
+        )
         clip = clip_encoder = None
         if clip_model:
             clip = ClipModel.load(clip_model, device=device, cache_dir=cache_dir)
-            clip_encoder = make_image_encoder(backend, clip.encoder, model_id=clip_model, **kwargs)
+            clip_encoder = make_image_encoder(
+                backend,
+                clip.encoder,
+                model_id=clip_model,
+                triton=remote
+                and TritonTarget.of(remote, remote.clip_model, clip.preprocess_region),
+                **kwargs,
+            )
         return cls(owl, clip, owl_encoder, clip_encoder, config, device, cache_dir)
 
     def backend_summary(self) -> str:
@@ -287,11 +304,21 @@ class TreePredictor:
 
     # ------------------------------------------------------------------ inference
 
+    def config_problem(self, config: PredictorConfig) -> str | None:
+        """Why these settings cannot run on this predictor's encoders (None when they can)."""
+        return self.region_encoders.problem(config.region_resolution)
+
+    def _runnable(self, config: PredictorConfig) -> PredictorConfig:
+        problem = self.config_problem(config)
+        if problem:
+            raise ValueError(problem)
+        return config
+
     def predict(
         self, image, state: PromptState, config: PredictorConfig | None = None
     ) -> TreeResult:
         """Run the whole tree on one image, one batched encoder call per level and model."""
-        cfg = config or self.config
+        cfg = self._runnable(config or self.config)
         return self._run(load_image(image, self.device), state, cfg, _Timings(), None)
 
     def predict_batch(
@@ -301,7 +328,7 @@ class TreePredictor:
         OWL passes share encoder calls (chunks of the encoder's max_batch); the rest runs per
         frame, so each result equals predict()'s. Each frame's preprocess/encode_image timing
         is its share of the batched call."""
-        cfg = config or self.config
+        cfg = self._runnable(config or self.config)
         if len(images) != len(states):
             raise ValueError(f"{len(images)} images but {len(states)} prompt states")
         timings = [_Timings() for _ in images]

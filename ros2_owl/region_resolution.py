@@ -54,6 +54,17 @@ class RegionEncoders:
         self.device, self.cache_dir = torch.device(device), cache_dir
         self.by_size: dict[int, object] = {}
 
+    def problem(self, mode: str) -> str | None:
+        """Why `mode` cannot run here: a remote encoder (backend triton) serves one input size."""
+        encoder = self.native()
+        if mode == "adaptive" and encoder.name == "triton":
+            size = self.owl.info.image_size
+            return (
+                f"region_resolution 'adaptive' needs a local backend: backend triton serves one "
+                f"input size ({size}x{size}); use region_resolution 'native'"
+            )
+        return None
+
     def groups(self, img: torch.Tensor, regions: Sequence, mode: str) -> dict[int, list]:
         """Regions (with .box in image pixels) by input size, smallest first."""
         from .preprocess import crop_box_pixels, image_size

@@ -30,11 +30,15 @@ from .prompt_parser import is_blank
 DEFAULT_MODEL = "google/owlvit-base-patch32"
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 DEFAULT_PROMPT = "[a person [a face, a hand] (standing, sitting)]"
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt", "triton")
 PRECISIONS = ("fp32", "allow-reduced")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 SCORING_MODES = ("independent", "exclusive")
 REGION_RESOLUTIONS = ("native", "adaptive")
+# backend "triton": the served model names `build-engine --triton-repo` writes
+TRITON_OWL_MODEL = "owl_image_encoder"
+TRITON_CLIP_MODEL = "clip_image_encoder"
+TRITON_FALLBACKS = ("none", "local")
 
 # Input image limits (one definition for the predictor's input check): the model sees at most
 # ~1000 px, so anything larger is a mistake or an attack on the robot's memory.
@@ -91,6 +95,11 @@ def _check_label_thresholds(value: tuple[str, ...]) -> str | None:
     except ValueError as error:
         return str(error)
     return None
+
+
+def _check_headers(value: tuple[str, ...]) -> str | None:
+    bad = [v for v in value if "=" not in v or not v.split("=", 1)[0].strip()]
+    return f"entries must look like key=value: {bad}" if bad else None
 
 
 def _check_optional_topics(value: tuple[str, ...]) -> str | None:
@@ -252,7 +261,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "backend",
         "auto",
-        "Image encoder backend; 'auto' = the fastest for this machine (measured once, cached).",
+        "Image encoder backend; 'auto' = the fastest local one for this machine (measured once, "
+        "cached); 'triton' = a shared inference server (explicit only, auto never picks it).",
         live=False,
         choices=BACKENDS,
         cli=True,
@@ -263,6 +273,75 @@ SETTINGS: tuple[Setting, ...] = (
         "'allow-reduced' lets backend auto choose bfloat16 or int8 on CPU (never otherwise).",
         live=False,
         choices=PRECISIONS,
+        cli=True,
+    ),
+    # --- backend triton: a shared inference server (restart) -----------------------------------
+    Setting(
+        "triton_url",
+        "localhost:8001",
+        "backend triton: host:port of the Triton server's gRPC endpoint.",
+        live=False,
+        cli=True,
+    ),
+    Setting(
+        "triton_owl_model",
+        TRITON_OWL_MODEL,
+        "backend triton: served model name of the OWL image encoder.",
+        live=False,
+        cli=True,
+    ),
+    Setting(
+        "triton_clip_model",
+        TRITON_CLIP_MODEL,
+        "backend triton: served model name of the CLIP image encoder.",
+        live=False,
+        cli=True,
+    ),
+    Setting(
+        "triton_timeout",
+        10.0,
+        "backend triton: deadline of each request and of the start-up checks, seconds.",
+        live=False,
+        range=(0.1, 600.0),
+        cli=True,
+    ),
+    Setting("triton_ssl", False, "backend triton: TLS to the server.", live=False, cli=True),
+    Setting(
+        "triton_root_certificates",
+        "",
+        "backend triton: PEM file of root certificates ('' = gRPC's default roots).",
+        live=False,
+        cli=True,
+    ),
+    Setting(
+        "triton_private_key",
+        "",
+        "backend triton: PEM private key for client-certificate (mutual) TLS.",
+        live=False,
+        cli=True,
+    ),
+    Setting(
+        "triton_certificate_chain",
+        "",
+        "backend triton: PEM certificate chain for client-certificate (mutual) TLS.",
+        live=False,
+        cli=True,
+    ),
+    Setting(
+        "triton_headers",
+        (),
+        "backend triton: request headers as key=value, e.g. 'authorization=Bearer TOKEN'.",
+        live=False,
+        check=_check_headers,
+        cli="--triton-header",
+    ),
+    Setting(
+        "triton_fallback",
+        "none",
+        "backend triton: 'local' = if the server is down at start, warn and run the encoders "
+        "locally with onnxruntime; 'none' = refuse to start.",
+        live=False,
+        choices=TRITON_FALLBACKS,
         cli=True,
     ),
     Setting(
@@ -503,6 +582,9 @@ __all__ = [
     "MAX_IMAGE_SIDE",
     "SCHEMA",
     "SCORING_MODES",
+    "TRITON_CLIP_MODEL",
+    "TRITON_FALLBACKS",
+    "TRITON_OWL_MODEL",
     "SETTINGS",
     "PredictorConfig",
     "Setting",

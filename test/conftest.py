@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 
-pytest_plugins = ["fixtures_models", "fixtures_ros", "fixtures_cli"]
+pytest_plugins = ["fixtures_models", "fixtures_ros", "fixtures_cli", "fixtures_triton"]
 
 _OWN_CACHE = None
 if not os.environ.get("ROS2_OWL_CACHE"):

@@ -41,7 +41,7 @@ class ToyEncoder(torch.nn.Module):
 def test_unknown_backend_lists_choices():
     with pytest.raises(BackendError, match="unknown backend 'openvino'; choose one of auto, "):
         make_image_encoder("openvino", ToyEncoder(), model_id="toy")
-    assert BACKENDS == ("auto", "torch", "onnxruntime", "tensorrt")
+    assert BACKENDS == ("auto", "torch", "onnxruntime", "tensorrt", "triton")
 
 
 def test_bad_options_are_rejected_before_any_work(tmp_path):

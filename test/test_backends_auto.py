@@ -192,3 +192,29 @@ def test_cuda_rule_prefers_tensorrt_when_importable(monkeypatch):
     found.clear()
     assert cuda_rule(torch.device("cuda"), "auto").backend == "torch"
     assert cuda_rule(torch.device("cuda"), "float32").dtype == "float32"
+
+
+def test_auto_never_picks_the_remote_backend(tmp_path, monkeypatch):
+    """triton is explicit only: not a CPU candidate, not the CUDA rule, not registrable, and a
+    triton target handed to backend 'auto' is never used."""
+    assert all(c.backend not in auto_mod.REMOTE_BACKENDS for c in auto_mod.CPU_CANDIDATES)
+    with pytest.raises(BackendError, match="'triton' is remote and chosen explicitly"):
+        auto_mod.register_cpu_candidate(Candidate("triton", "float32"))
+    assert all(c.backend != "triton" for c in auto_mod.CPU_CANDIDATES)
+    for importable in (True, False):
+        monkeypatch.setattr(
+            auto_mod.importlib.util,
+            "find_spec",
+            lambda name, ok=importable: object() if ok else None,
+        )
+        assert cuda_rule(torch.device("cuda"), "auto").backend != "triton"
+    monkeypatch.undo()
+
+    class Untouchable:
+        def __getattr__(self, name):
+            raise AssertionError(f"backend auto read the triton target's {name}")
+
+    encoder = make_image_encoder(
+        "auto", ToyEncoder(), model_id="toy", cache_dir=tmp_path, triton=Untouchable()
+    )
+    assert encoder.selection.backend in ("torch", "onnxruntime")

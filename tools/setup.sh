@@ -85,6 +85,9 @@ PY
   echo "$want" > "$stamp"
 fi
 
+# 1b. The test/benchmark Triton server's own venv (PyTriton needs numpy<2): see that script.
+log "Triton server venv: $(bash "$repo/tools/setup_triton_server.sh" | tail -n 1)"
+
 if [ "$system_ros" = 0 ]; then
   # 2. The wheels' exported CMake files name the include dirs of the machine that built them.
   py_inc="$(python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"

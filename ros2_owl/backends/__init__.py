@@ -1,4 +1,5 @@
-"""Image-encoder backends behind one factory: auto (the default), torch, onnxruntime, tensorrt.
+"""Image-encoder backends behind one factory: auto (the default), torch, onnxruntime,
+tensorrt, triton (remote; explicit only, auto never picks it).
 
 The predictor asks ``make_image_encoder`` for a backend and never learns which runs. ONNX
 Runtime and TensorRT run graphs exported from the same torch module, verified against it at
@@ -11,6 +12,7 @@ are imported only when asked for; a missing runtime raises BackendError naming t
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import torch
 
@@ -59,12 +61,14 @@ def make_image_encoder(
     force: bool = False,
     on_invalid: str = "rebuild",
     progress=None,
+    triton=None,
 ) -> ImageEncoderBackend:
     """Build the named backend for an encoder module (model_id/cache_dir key exported artefacts).
 
     ``precision``: 'fp32' or 'allow-reduced' (lets backend 'auto' choose bf16/int8 on CPU).
     ``on_invalid``: what a stale or corrupted cached artefact does — "rebuild" (log a warning,
     delete it, export/build again) or "error" (raise CacheError with the reason).
+    ``triton``: a TritonTarget (server, model name, normalisation) for backend "triton".
     """
     check_precision(precision)
     kwargs = dict(
@@ -76,6 +80,15 @@ def make_image_encoder(
         on_invalid=on_invalid,
         progress=progress,
     )
+    if backend == "triton":  # explicit only: auto never sends images off the robot
+        encoder = _make_triton(module, triton, **kwargs)
+        if encoder.name == "triton":
+            why = f"asked for; {encoder.model_name} at {encoder.options.url}, wire {encoder.wire_dtype}"
+            encoder.selection = AutoChoice("triton", "float32", why, {}, "user")
+        else:  # triton_fallback local: the server was down at start
+            why = "Triton server down at start, triton_fallback local"
+            encoder.selection = replace(encoder.selection, reason=why, source="fallback")
+        return encoder
     if backend == "auto":
         return _make_auto(module, dtype, precision, **kwargs)
     dtype = resolve_dtype(backend, dtype)
@@ -148,6 +161,27 @@ def _make_named(
     from .tensorrt_backend import make_tensorrt_encoder
 
     return make_tensorrt_encoder(module, options, device=dev, dtype=dt)
+
+
+def _make_triton(module, target, *, model_id, device, cache_dir, max_batch, progress, **_):
+    """The remote encoder; the local onnxruntime one only when the target's fallback asks."""
+    from .triton_backend import make_triton_encoder
+
+    if target is None:
+        raise BackendError("backend 'triton' needs triton settings (url, model name)")
+
+    def local():
+        return make_image_encoder(
+            "onnxruntime",
+            module,
+            model_id=model_id,
+            device=device,
+            cache_dir=cache_dir,
+            max_batch=max_batch,
+            progress=progress,
+        )
+
+    return make_triton_encoder(module, target, local)
 
 
 def _make_int8(backend, module, options, dev: torch.device):

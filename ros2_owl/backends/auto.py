@@ -50,6 +50,7 @@ class Candidate:
         return f"{self.backend} {self.dtype}"
 
 
+REMOTE_BACKENDS = ("triton",)  # explicit only: never measured, never picked by auto
 CPU_CANDIDATES: list[Candidate] = [
     Candidate("onnxruntime", "float32"),
     Candidate("torch", "float32"),
@@ -59,7 +60,12 @@ CPU_CANDIDATES: list[Candidate] = [
 
 
 def register_cpu_candidate(candidate: Candidate) -> None:
-    """Let a new backend module take part in the CPU measurement (once per candidate)."""
+    """Let a new backend module take part in the CPU measurement (once per candidate); a remote
+    backend never does: auto must not send the robot's images off the robot unasked."""
+    if candidate.backend in REMOTE_BACKENDS:
+        raise BackendError(
+            f"backend {candidate.backend!r} is remote and chosen explicitly, never by 'auto'"
+        )
     if candidate not in CPU_CANDIDATES:
         CPU_CANDIDATES.append(candidate)
 
@@ -184,7 +190,9 @@ def measure(
     others = sorted((v, k) for k, v in timings.items() if k != best)
     reason = f"fastest of {len(timings)} measured on {cpu_model()}: {ms:.1f} ms"
     if others:
-        reason += f", next {others[0][1]} {others[0][0]:.1f} ms ({others[0][0] / ms:.2f}x)"
+        reason += f", next {others[0][1]} {others[0][0]:.1f} ms"
+        if ms > 0:  # a stand-in that returns stored outputs rounds to 0.000 ms
+            reason += f" ({others[0][0] / ms:.2f}x)"
     return cand, encoder, AutoChoice(cand.backend, cand.dtype, reason, timings, "measured")
 
 

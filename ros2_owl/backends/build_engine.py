@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 from ros2_owl.backends import resolve_dtype
 from ros2_owl.backends.cache import ArtefactCache, CacheError, default_cache_dir
+from ros2_owl.backends.triton_repo import WIRE_DTYPES
 from ros2_owl.settings import DEFAULT_CLIP, DEFAULT_MODEL
 
 
@@ -59,6 +60,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         choices=("rebuild", "error"),
         default="rebuild",
         help="a stale/corrupt cached artefact is rebuilt (default) or reported as an error",
+    )
+    parser.add_argument(
+        "--triton-repo",
+        metavar="DIR",
+        default=None,
+        help="also write a Triton model repository (DIR/<name>/config.pbtxt + 1/model.onnx) "
+        "from the verified ONNX exports, for a shared inference server",
+    )
+    parser.add_argument(
+        "--triton-wire-dtype",
+        choices=WIRE_DTYPES,
+        default="auto",
+        help="pixel dtype robots send (auto: uint8 for OWL-ViT, float16 for OWLv2 and CLIP)",
+    )
+    parser.add_argument(
+        "--triton-preferred-batch",
+        type=int,
+        nargs="*",
+        default=None,
+        help="dynamic batcher's preferred batch sizes (default: none, it batches what is queued)",
+    )
+    parser.add_argument(
+        "--triton-max-queue-delay-us",
+        type=int,
+        default=2000,
+        help="how long the dynamic batcher waits to fill a batch (microseconds)",
+    )
+    parser.add_argument(
+        "--triton-instance-kind",
+        choices=("gpu", "cpu"),
+        default="gpu",
+        help="where the server runs each model instance",
     )
     parser.add_argument("--list", action="store_true", help="list cached artefacts and exit")
     parser.add_argument(
@@ -123,15 +156,19 @@ def list_cache(cache: ArtefactCache, out=None) -> int:
 
 
 def _encoders(args, say: Callable[[str], None]):
-    """(model id, encoder module) for the OWL model and, unless --no-clip, CLIP."""
+    """(Triton model name, model id, encoder module, preprocessor) for OWL and, unless
+    --no-clip, CLIP (the preprocessor's normalisation goes into a served model)."""
+    from ros2_owl.backends.triton_repo import CLIP_MODEL_NAME, OWL_MODEL_NAME
     from ros2_owl.models.clip import ClipModel
     from ros2_owl.models.owl import OwlModel
 
     say(f"loading {args.model}")
-    yield args.model, OwlModel.load(args.model, device=args.device).encoder
+    owl = OwlModel.load(args.model, device=args.device)
+    yield OWL_MODEL_NAME, args.model, owl.encoder, owl.preprocessor
     if not args.no_clip:
         say(f"loading {args.clip_model}")
-        yield args.clip_model, ClipModel.load(args.clip_model, device=args.device).encoder
+        clip = ClipModel.load(args.clip_model, device=args.device)
+        yield CLIP_MODEL_NAME, args.clip_model, clip.encoder, clip.preprocess_region
 
 
 def preflight(backend: str, device: str) -> None:
@@ -149,6 +186,42 @@ def preflight(backend: str, device: str) -> None:
         from ros2_owl.backends.onnxruntime_backend import choose_providers, import_onnxruntime
 
         choose_providers(torch.device(device), import_onnxruntime().get_available_providers())
+
+
+def _served(args, cache, name, model_id, module, preprocessor):
+    """The verified float32 ONNX export of one encoder (from the cache) as a ServedEncoder."""
+    import torch
+
+    from ros2_owl.backends.export import export_cached, on_device
+    from ros2_owl.backends.triton_repo import ServedEncoder, auto_wire_dtype
+
+    cpu = on_device(module, torch.device("cpu"), torch.float32)
+    entry = export_cached(cpu, model_id=model_id, cache=cache, max_batch=args.max_batch)
+    wire = args.triton_wire_dtype
+    return ServedEncoder(
+        name=name,
+        onnx_path=entry.path,
+        image_size=module.image_size,
+        output_names=tuple(module.output_names),
+        mean=tuple(preprocessor.mean),
+        std=tuple(preprocessor.std),
+        wire_dtype=auto_wire_dtype(preprocessor.mode) if wire == "auto" else wire,
+        model_id=model_id,
+    )
+
+
+def _write_triton_repo(args, served, progress) -> None:
+    """Write the model repository for every served encoder and say where it is."""
+    from ros2_owl.backends.triton_repo import BatchingOptions, write_repository
+
+    opts = BatchingOptions(
+        max_batch_size=args.max_batch,
+        preferred_batch_sizes=tuple(args.triton_preferred_batch or ()),
+        max_queue_delay_us=args.triton_max_queue_delay_us,
+        instance_kind=f"KIND_{args.triton_instance_kind.upper()}",
+    )
+    for folder in write_repository(args.triton_repo, served, opts, progress):
+        progress(f"Triton model {folder.name}: {folder}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -176,7 +249,8 @@ def run(args: argparse.Namespace) -> int:
     progress = LineProgress()
     try:
         preflight(args.backend, args.device)
-        for model_id, module in _encoders(args, progress):
+        served = []
+        for name, model_id, module, preprocessor in _encoders(args, progress):
             start = time.monotonic()
             encoder = make_image_encoder(
                 args.backend,
@@ -196,7 +270,11 @@ def run(args: argparse.Namespace) -> int:
                 f"{encoder.selection.describe()} ({', '.join(encoder.output_names)}) in "
                 f"{time.monotonic() - start:.1f}s"
             )
-    except (BackendError, ExportError, CacheError, ModelLoadError) as err:
+            if args.triton_repo:
+                served.append(_served(args, cache, name, model_id, module, preprocessor))
+        if args.triton_repo:
+            _write_triton_repo(args, served, progress)
+    except (BackendError, ExportError, CacheError, ModelLoadError, ValueError) as err:
         progress.close()
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -196,6 +196,24 @@ def camera_status(
     )
 
 
+def encoder_facts(encoder) -> dict[str, str]:
+    """A remote (triton) encoder's counters and state for the model status; {} for local ones."""
+    stats, backoff = getattr(encoder, "stats", None), getattr(encoder, "backoff", None)
+    if stats is None or backoff is None:
+        return {}
+    wait = backoff.wait_left()
+    state = f"retrying in {wait:.1f} s" if wait else "failing" if backoff.failures else "ok"
+    return {
+        "triton_url": str(encoder.options.url),
+        "triton_state": state,
+        "triton_requests": str(stats.requests),
+        "triton_failed_requests": str(stats.failed),
+        "triton_refused_in_backoff": str(stats.skipped),
+        "triton_recoveries": str(stats.recoveries),
+        "triton_wire_dtype": str(encoder.wire_dtype),
+    }
+
+
 def node_status(node_name: str, **info) -> DiagnosticStatus:
     """Facts about the running model (model ids, backend, device, prompt) and callback_errors
     (exceptions the callback guard caught: WARN once there is any)."""

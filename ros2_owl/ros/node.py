@@ -20,6 +20,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Classification, Detection2DArray, LabelInfo
 
+from ros2_owl.backends.triton_backend import triton_options
 from ros2_owl.draw import draw_result
 from ros2_owl.msg import TreeDetectionArray
 from ros2_owl.predictor import PredictorConfig, PromptState, TreePredictor
@@ -35,7 +36,13 @@ from ros2_owl.ros.cameras import (
     output_topic,
 )
 from ros2_owl.ros.convert import ImageConversionError, message_to_rgb, rgb_to_image_msg
-from ros2_owl.ros.diagnostics import CameraStats, build_diagnostics, camera_status, node_status
+from ros2_owl.ros.diagnostics import (
+    CameraStats,
+    build_diagnostics,
+    camera_status,
+    encoder_facts,
+    node_status,
+)
 from ros2_owl.ros.guard import CallbackGuard
 from ros2_owl.ros.params import declare_parameters, read_settings, validate_parameter
 from ros2_owl.ros.spatial import DepthInput, detection_3d_array, subscribe_depth
@@ -109,6 +116,9 @@ class OwlNode(Node):
             raise StartupError(str(exc)) from exc
         s = self._settings
         self.predictor = predictor or self._load_predictor(s)
+        problem = self.predictor.config_problem(s.predictor_config())
+        if problem:  # e.g. region_resolution adaptive with backend triton
+            raise StartupError(f"invalid parameters: {problem}")
         if s.queries_file:
             self._load_queries(s.queries_file)
         try:
@@ -168,6 +178,7 @@ class OwlNode(Node):
                 config=s.predictor_config(),
                 cache_dir=s.cache_dir or None,
                 precision=s.precision,
+                triton=triton_options(s),
             )
         except Exception as exc:  # ModelLoadError, BackendError, torch errors: all fatal here
             raise StartupError(f"could not load the models: {exc}") from exc
@@ -258,6 +269,9 @@ class OwlNode(Node):
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
         candidate = self._settings.updated(params)
+        problem = self.predictor.config_problem(candidate.predictor_config())
+        if problem:
+            return SetParametersResult(successful=False, reason=problem)
         try:
             active = self._build(candidate, reuse=self._active)
         except (PromptError, ValueError) as exc:
@@ -520,6 +534,7 @@ class OwlNode(Node):
                 prompt=s.prompt,
                 callback_errors=self._guard.errors,
                 last_callback_error=self._guard.last_error or "none",
+                **encoder_facts(self.predictor.owl_encoder),
             )
         ]
         for cam in self.cameras:
