@@ -7,7 +7,8 @@ and README's parameter table list exactly these settings with these defaults.
 
 To add a setting, append one `Setting(...)` to SETTINGS:
   - its type is the type of `default` (bool, int, float, str, or a tuple of str for a list);
-  - `live=False` makes it read-only in ROS (it needs a restart);
+  - `live=False` makes it a configure setting: owl_node takes a change only while it is
+    unconfigured (ros2 lifecycle set ... cleanup; it is read at configure);
   - `range=(lo, hi)` or `choices=(...)` bound it; `check` adds a rule that returns the reason
     a value is refused (or None);
   - `frame=True` puts it into PredictorConfig (a per-frame predictor setting);
@@ -233,18 +234,26 @@ SETTINGS: tuple[Setting, ...] = (
         frame=True,
         cli=True,
     ),
-    # --- models (restart) ----------------------------------------------------------------------
+    # --- the managed node ----------------------------------------------------------------------
+    Setting(
+        "autostart",
+        True,
+        "Configure and activate at start (as a plain node); false: wait, unconfigured, for a "
+        "lifecycle manager or `ros2 lifecycle set`. Read at process start only.",
+        live=False,
+    ),
+    # --- models (configure) --------------------------------------------------------------------
     Setting(
         "model",
         DEFAULT_MODEL,
-        "OWL-ViT / OWLv2 hub id or local directory (loaded once at start).",
+        "OWL-ViT / OWLv2 hub id or local directory (loaded at configure).",
         live=False,
         cli=True,
     ),
     Setting(
         "clip_model",
         DEFAULT_CLIP,
-        "CLIP hub id or local directory for classify groups ('' = none; loaded once at start).",
+        "CLIP hub id or local directory for classify groups ('' = none; loaded at configure).",
         live=False,
         cli=True,
     ),
@@ -275,7 +284,7 @@ SETTINGS: tuple[Setting, ...] = (
         choices=PRECISIONS,
         cli=True,
     ),
-    # --- backend triton: a shared inference server (restart) -----------------------------------
+    # --- backend triton: a shared inference server (configure) ---------------------------------
     Setting(
         "triton_url",
         "localhost:8001",
@@ -358,7 +367,7 @@ SETTINGS: tuple[Setting, ...] = (
         live=False,
         cli="--queries",
     ),
-    # --- inputs (restart) ----------------------------------------------------------------------
+    # --- inputs (configure) --------------------------------------------------------------------
     Setting(
         "image_topics",
         ("image",),
@@ -408,7 +417,7 @@ SETTINGS: tuple[Setting, ...] = (
         live=False,
         range=(0.05, 60.0),
     ),
-    # --- the live page (restart; `ros2-owl serve` has its own --port/--host/--max-viewers) ------
+    # --- the live page (configure; `ros2-owl serve` has its own --port/--host/--max-viewers) ----
     Setting(
         "web_port",
         0,

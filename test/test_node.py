@@ -311,8 +311,9 @@ def test_bad_prompt_is_rejected_with_its_column_and_the_old_prompt_stays(owl):
         ("label_thresholds", ["a cat"], "not 'label=value'"),
         ("label_thresholds", ["a cat=2"], "[0, 1]"),
         ("max_detections", 0, "out of range"),
-        ("model", "other/model", "read-only"),
-        ("image_topics", ["x"], "read-only"),
+        ("model", "other/model", "model can change only while the node is unconfigured"),
+        ("image_topics", ["x"], "(now active): ros2 lifecycle set"),
+        ("autostart", False, "autostart is read at process start only"),
     ],
 )
 def test_bad_parameter_value_is_rejected_and_nothing_changes(owl, name, value, reason):

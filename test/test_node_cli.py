@@ -109,7 +109,7 @@ def test_param_set_get_valid_and_refused(owl_run):
     assert cli.run(PARAM_GET).strip() == "Double value is: 0.2"
     out = cli.run(PARAM_SET_READ_ONLY, check=False)
     assert out.startswith("Setting parameter failed"), out
-    assert "read-only" in out, out
+    assert "model can change only while the node is unconfigured (now active)" in out, out
     assert cli.run(PARAM_SET_PROMPT).strip() == "Set parameter successful"
     out = cli.run(PARAM_SET_PROMPT_BAD, check=False)
     assert out.startswith("Setting parameter failed"), out

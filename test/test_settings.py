@@ -58,7 +58,7 @@ def test_readme_table_lists_exactly_the_settings_with_their_defaults():
         name, kind, default, change, option = rows[setting.name][:5]
         assert kind == TYPE_NAMES[setting.type], setting.name
         assert default == readme_value(setting.default), setting.name
-        assert change == ("live" if setting.live else "restart"), setting.name
+        assert change == ("live" if setting.live else "configure"), setting.name
         assert option == (f"`{setting.flag}`" if setting.flag else ""), setting.name
 
 

@@ -1,7 +1,8 @@
 """OwlNode parameters: ROS descriptors, declaration and reading, all derived from SETTINGS.
 
 Every parameter is a Setting of ros2_owl/settings.py (its one definition); this module only
-translates: type -> ParameterType, range -> Floating/IntegerRange, live -> read_only.
+translates: type -> ParameterType, range -> Floating/IntegerRange, live=False -> a constraint
+text (the lifecycle node refuses those changes unless unconfigured, with the reason).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
 ]
 
 PARAMS: tuple[Setting, ...] = SETTINGS
+_CONFIGURE_ONLY = "changes only while the node is unconfigured (read at configure)"
 
 _TYPES = {
     bool: ParameterType.PARAMETER_BOOL,
@@ -58,6 +60,8 @@ def parameter_type(setting: Setting) -> int:
 def descriptor(setting: Setting) -> ParameterDescriptor:
     """The ROS descriptor; rclpy itself then enforces type, range and read-only."""
     text = setting.constraints
+    if not setting.live:
+        text = (text + "; " if text else "") + _CONFIGURE_ONLY
     if setting.choices:
         text = (text + "; " if text else "") + "one of: " + ", ".join(setting.choices)
     d = ParameterDescriptor(
@@ -65,7 +69,6 @@ def descriptor(setting: Setting) -> ParameterDescriptor:
         type=parameter_type(setting),
         description=setting.description,
         additional_constraints=text,
-        read_only=not setting.live,
     )
     if setting.range is not None and setting.type is float:
         lo, hi = setting.range
@@ -86,14 +89,10 @@ def declare_parameters(node) -> None:
     for setting in SETTINGS:
         if setting.default == ():
             # rclpy infers BYTE_ARRAY from an empty list: declare the type, then set the value
-            # (an unset one empties `ros2 param dump`), then make it read-only where it is.
-            writable = descriptor(setting)
-            writable.read_only = False
-            node.declare_parameter(setting.name, Parameter.Type.STRING_ARRAY, writable)
+            # (an unset one empties `ros2 param dump`)
+            node.declare_parameter(setting.name, Parameter.Type.STRING_ARRAY, descriptor(setting))
             if not _is_set(node, setting.name):
                 node.set_parameters([Parameter(setting.name, Parameter.Type.STRING_ARRAY, [])])
-            if not setting.live:
-                node.set_descriptor(setting.name, descriptor(setting))
         else:
             default = list(setting.default) if setting.type is tuple else setting.default
             node.declare_parameter(setting.name, default, descriptor(setting))

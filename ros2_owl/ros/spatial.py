@@ -15,7 +15,6 @@ from vision_msgs.msg import Detection3D, Detection3DArray, ObjectHypothesisWithP
 
 from ros2_owl.depth import DEPTH_ENCODINGS, Box3D, DepthConfig, DepthPairer, PinholeIntrinsics
 from ros2_owl.depth import boxes_3d as compute_boxes_3d
-from ros2_owl.ros.cameras import output_topic
 from ros2_owl.ros.messages import detection_id
 
 __all__ = [
@@ -160,14 +159,11 @@ def detection_3d_array(result, boxes, header, tracking: bool) -> Detection3DArra
     return out
 
 
-def subscribe_depth(node, cam, depth_topic, info_topic, tolerance_s, in_qos, out_qos) -> DepthInput:
-    """A camera's DepthInput fed by its depth and CameraInfo topics (`info_topic` None: the
-    `camera_info` beside the image topic), plus its `detections_3d` publisher."""
-    depth = DepthInput(tolerance_s)
+def subscribe_depth(node, cam, depth: DepthInput, depth_topic, info_topic, in_qos) -> list:
+    """The depth and CameraInfo subscriptions feeding one camera's DepthInput (`info_topic`
+    None: the `camera_info` beside the image topic); returned so deactivate can remove them."""
     info_topic = info_topic or camera_info_topic(cam.topic)
-    node.create_subscription(Image, depth_topic, depth.on_depth, in_qos)
-    node.create_subscription(CameraInfo, info_topic, depth.on_camera_info, in_qos)
-    cam.publishers["detections_3d"] = node.create_publisher(
-        Detection3DArray, output_topic(cam.prefix, "detections_3d"), out_qos
-    )
-    return depth
+    return [
+        node.create_subscription(Image, depth_topic, depth.on_depth, in_qos),
+        node.create_subscription(CameraInfo, info_topic, depth.on_camera_info, in_qos),
+    ]

@@ -1,0 +1,210 @@
+"""The frame path off the executor thread, running only while owl_node is active.
+
+An inference thread encodes the newest frame of every waiting camera together (predict_batch)
+and publishes each camera's results; a drawing thread renders annotated images, so drawing
+never delays the next inference. Both read the node's live state through one immutable `Live`
+snapshot per batch, which only the node's commit path replaces.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ros2_owl.draw import draw_result
+from ros2_owl.predictor import PredictorConfig, PromptState, TreePredictor
+from ros2_owl.ros import messages
+from ros2_owl.ros.cameras import Camera, Mailbox
+from ros2_owl.ros.convert import ImageConversionError, message_to_rgb, rgb_to_image_msg
+from ros2_owl.ros.spatial import DepthInput, detection_3d_array
+from ros2_owl.settings import Settings
+from ros2_owl.tracking import Tracking
+
+__all__ = ["FrameOutputs", "FramePipeline", "Live"]
+
+
+@dataclass(frozen=True)
+class Live:
+    """The node's live state, replaced as one reference (never half old, half new).
+
+    `state` and `config` are None while the node is unconfigured (no models, nothing encoded).
+    """
+
+    settings: Settings
+    state: PromptState | None = None
+    config: PredictorConfig | None = None
+    key: tuple = ()  # (prompt, label_thresholds) the state was encoded from
+
+
+@dataclass
+class FrameOutputs:
+    """What a processed frame feeds besides its camera's publishers (each one optional)."""
+
+    tracking: Tracking | None = None
+    depth: dict[int, DepthInput] = field(default_factory=dict)  # camera index -> depth input
+    web: Any = None  # ros.web_bridge.WebBridge when the live page is on
+
+
+@dataclass
+class _Drawing:
+    camera: Camera
+    image: Any
+    result: Any
+    header: Any
+
+
+class _LatestDrawing:
+    """One slot per camera for the drawing thread: a newer result replaces an undrawn one."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._slots: dict[int, _Drawing] = {}
+        self._closed = False
+
+    def put(self, item: _Drawing) -> None:
+        with self._cond:
+            self._slots[item.camera.index] = item
+            self._cond.notify()
+
+    def take(self) -> _Drawing | None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._slots or self._closed)
+            if self._closed:
+                return None
+            return self._slots.pop(next(iter(self._slots)))
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._slots.clear()
+            self._cond.notify_all()
+
+
+class FramePipeline:
+    """Started on activate, stopped on deactivate: while stopped no thread runs, no frame waits."""
+
+    def __init__(
+        self,
+        predictor: TreePredictor,
+        cameras: list[Camera],
+        live: Callable[[], Live],
+        encoder_lock: threading.Lock,
+        warn: Callable[[Camera, str], None],
+        outputs: FrameOutputs,
+    ):
+        self._predictor = predictor
+        self._cameras = len(cameras)
+        self._live = live
+        self._encoder_lock = encoder_lock  # shared with query registration on the executor
+        self._warn = warn
+        self._outputs = outputs
+        self._mailbox = Mailbox()
+        self._drawings = _LatestDrawing()
+        self._stopping = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._work, name="owl_inference", daemon=True),
+            threading.Thread(target=self._draw, name="owl_drawing", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def post(self, cam: Camera, msg, received: float) -> None:
+        """Executor thread: hand a frame over; replaces the camera's unprocessed one."""
+        self._mailbox.put(cam, msg, received)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Drop waiting frames and end both threads (a batch in flight finishes first)."""
+        self._stopping.set()
+        self._mailbox.close()
+        self._drawings.close()
+        for thread in self._threads:
+            if thread.is_alive() and thread is not threading.current_thread():
+                thread.join(timeout)
+
+    # ----- inference thread -------------------------------------------------------------------
+    def _work(self) -> None:
+        while items := self._mailbox.take_batch(self._cameras):
+            try:
+                self._process_batch(items)
+            except Exception as exc:  # never let one batch kill the worker
+                if self._stopping.is_set():
+                    return  # deactivate or Ctrl-C while publishing: nothing failed
+                for item in items:
+                    item.camera.stats.frame_error(f"{type(exc).__name__}: {exc}")
+                    self._warn(item.camera, f"inference failed: {type(exc).__name__}: {exc}")
+
+    def _process_batch(self, items) -> None:
+        live = self._live()  # one read: these frames use this snapshot to the end
+        frames = []
+        for item in items:
+            try:
+                frames.append((item, message_to_rgb(item.msg)))
+            except ImageConversionError as exc:
+                item.camera.stats.frame_bad(str(exc))
+                self._warn(item.camera, f"dropped a bad frame: {exc}")
+        if not frames:
+            return
+        t0 = time.monotonic()
+        try:
+            with self._encoder_lock:
+                results = self._predictor.predict_batch(
+                    [image for _, image in frames], [live.state] * len(frames), live.config
+                )
+        except ValueError:  # ImageError: one image is refused; run them one by one to say which
+            for item, image in frames:
+                self._process_one(item, image, live)
+            return
+        inference_ms = (time.monotonic() - t0) * 1000.0
+        for (item, image), result in zip(frames, results, strict=True):
+            self._publish(item, image, result, inference_ms, live)
+
+    def _process_one(self, item, image, live: Live) -> None:
+        t0 = time.monotonic()
+        try:
+            with self._encoder_lock:
+                result = self._predictor.predict(image, live.state, live.config)
+        except ValueError as exc:  # ImageError: the predictor refuses this image
+            item.camera.stats.frame_bad(str(exc))
+            self._warn(item.camera, f"dropped a bad frame: {exc}")
+            return
+        self._publish(item, image, result, (time.monotonic() - t0) * 1000.0, live)
+
+    def _publish(self, item, image, result, inference_ms: float, live: Live) -> None:
+        """One camera's outputs; its latency runs from its own frame's arrival."""
+        cam, header, out = item.camera, item.msg.header, self._outputs
+        pubs = cam.publishers
+        tracking = out.tracking is not None
+        if tracking:
+            result = out.tracking.update(cam.resolved_topic, result)
+        pubs["detections"].publish(messages.detection_array(result, header, tracking))
+        depth = out.depth.get(cam.index)
+        if depth is not None:  # unpaired frames are only counted by the depth input
+            boxes_3d = depth.boxes_3d(header, [d.box for d in result.detections], result.image_size)
+            if boxes_3d is not None:
+                msg = detection_3d_array(result, boxes_3d, header, tracking)
+                pubs["detections_3d"].publish(msg)
+        pubs["tree"].publish(messages.tree_array(result, header))
+        classification = messages.image_classification(result, header)
+        if classification is not None:
+            pubs["classification"].publish(classification)
+        annotated = pubs["annotated_image"]
+        if live.settings.publish_annotated and annotated.get_subscription_count() > 0:
+            self._drawings.put(_Drawing(cam, image, result, header))
+        now = time.monotonic()
+        cam.stats.frame_done((now - item.received) * 1000.0, inference_ms, now)
+        if out.web is not None:  # O(1): the page draws and sends on its own threads
+            out.web.frame_done(cam, image, result, item.received, inference_ms)
+
+    # ----- drawing thread ---------------------------------------------------------------------
+    def _draw(self) -> None:
+        while (item := self._drawings.take()) is not None:
+            try:
+                msg = rgb_to_image_msg(draw_result(item.image, item.result), item.header)
+                item.camera.publishers["annotated_image"].publish(msg)
+            except Exception as exc:  # a drawing problem must not end the drawing thread
+                if self._stopping.is_set():
+                    return
+                self._warn(item.camera, f"drawing failed: {type(exc).__name__}: {exc}")

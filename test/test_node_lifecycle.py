@@ -1,0 +1,123 @@
+"""owl_node as a managed node, driven by the real `ros2 lifecycle` CLI: configure fails with the
+reason and succeeds after a parameter fix, activate brings frames and detections, deactivate
+stops taking frames (models and prompt kept), cleanup frees the models, shutdown ends it."""
+
+from __future__ import annotations
+
+import pytest
+
+NODE = "/lifecycle/owl_node"
+RUN = "ros2 run ros2_owl owl_node --ros-args -r __ns:=/lifecycle -p autostart:=false"
+README_COMMANDS = [
+    "ros2 lifecycle get /owl_node",
+    "ros2 lifecycle set /owl_node configure",
+    "ros2 lifecycle set /owl_node activate",
+    "ros2 lifecycle set /owl_node deactivate",
+    "ros2 lifecycle set /owl_node cleanup",
+    "ros2 lifecycle set /owl_node shutdown",
+]
+
+
+@pytest.fixture(scope="module")
+def managed(ros2_cli, tiny_owlvit_dir, tiny_clip_dir, tmp_path_factory):
+    """An owl_node started with autostart:=false and a model path that does not exist."""
+    missing = tmp_path_factory.mktemp("models") / "no_such_model"
+    proc = ros2_cli.start(
+        f"{RUN} -p model:={missing} -p clip_model:={tiny_clip_dir} -p no_frame_warning:=0.0 "
+        "-p prompt:=\"'[a person, a car]'\""
+    )
+    ros2_cli.wait_for_node(proc, NODE)
+    yield ros2_cli, proc, missing
+    proc.interrupt()
+
+
+def _state(cli) -> str:
+    return cli.run(f"ros2 lifecycle get {NODE}").strip()
+
+
+def _detections(ros, topic_prefix: str, labels: set[str], timeout: float = 60.0):
+    """Publish frames until a Detection2DArray with the labels of this prompt comes back."""
+    from sensor_msgs.msg import Image
+    from vision_msgs.msg import Detection2DArray
+
+    collector = ros.collector(Detection2DArray, f"{topic_prefix}/detections")
+    pub = ros.publisher(Image, f"{topic_prefix}/image")
+    frame = Image(height=120, width=160, encoding="rgb8", step=480, data=bytes(range(256)) * 225)
+    ros.wait_for_subscribers(pub, timeout=30)
+
+    def has_labels(msg) -> bool:
+        found = {r.hypothesis.class_id for d in msg.detections for r in d.results}
+        return bool(found) and found <= labels
+
+    return ros.publish_until(pub, frame, collector, has_labels, timeout=timeout)
+
+
+def test_readme_shows_the_lifecycle_commands():
+    from test_node_cli import README, _one_line
+
+    readme = _one_line(README)
+    for command in README_COMMANDS:
+        assert command in readme, command
+
+
+def test_configure_fails_with_the_reason_then_succeeds_after_a_parameter_fix(
+    managed, tiny_owlvit_dir
+):
+    cli, proc, missing = managed
+    assert _state(cli) == "unconfigured [1]"
+    out = cli.run(f"ros2 lifecycle set {NODE} configure", check=False)
+    assert "Transitioning failed" in out, out
+    log = proc.wait_for_output("configure failed: could not load the models")
+    line = next(x for x in log.splitlines() if "configure failed" in x)
+    assert str(missing) in line and "Traceback" not in log, log
+    assert _state(cli) == "unconfigured [1]"
+    # while unconfigured, model may change (it is refused once configured, below)
+    assert cli.run(f"ros2 param set {NODE} model {tiny_owlvit_dir}").strip() == (
+        "Set parameter successful"
+    )
+    assert "Transitioning successful" in cli.run(f"ros2 lifecycle set {NODE} configure")
+    assert _state(cli) == "inactive [2]"
+    out = cli.run(f"ros2 param set {NODE} model other/model", check=False)
+    assert out.startswith("Setting parameter failed: model can change only while the node is")
+    assert "unconfigured (now inactive)" in out, out
+
+
+def test_activate_streams_deactivate_stops_and_keeps_the_prompt(managed, ros):
+    cli, proc, _ = managed
+    # a prompt change while inactive is encoded now and used at activation
+    assert cli.run(f"ros2 param set {NODE} prompt \"'[a cat, a dog]'\"").strip() == (
+        "Set parameter successful"
+    )
+    assert "Transitioning successful" in cli.run(f"ros2 lifecycle set {NODE} activate")
+    assert _state(cli) == "active [3]"
+    _detections(ros, "/lifecycle", {"a cat", "a dog"})
+    assert "Transitioning successful" in cli.run(f"ros2 lifecycle set {NODE} deactivate")
+    assert _state(cli) == "inactive [2]"
+    # no subscription left: frames are not even received, and the inference thread is gone
+    ros.wait_until(
+        lambda: ros.node.count_subscribers("/lifecycle/image") == 0, 15, "no image subscriber"
+    )
+    assert "inactive: no frames taken" in proc.output()
+    assert "Transitioning successful" in cli.run(f"ros2 lifecycle set {NODE} activate")
+    _detections(ros, "/lifecycle", {"a cat", "a dog"})  # the prompt survived deactivation
+
+
+def test_cleanup_frees_the_models_and_shutdown_ends_in_finalized(managed):
+    cli, proc, _ = managed
+    cli.run(f"ros2 lifecycle set {NODE} deactivate")
+    assert "Transitioning successful" in cli.run(f"ros2 lifecycle set {NODE} cleanup")
+    assert _state(cli) == "unconfigured [1]"
+    assert "unconfigured: models freed" in proc.output()
+    # set_prompt while unconfigured: checked (parsed) now, encoded at the next configure
+    ok = cli.run(
+        f"ros2 service call {NODE}/set_prompt ros2_owl/srv/SetPrompt \"{{prompt: '[a mug]'}}\""
+    )
+    assert "success=True" in ok, ok
+    bad = cli.run(
+        f"ros2 service call {NODE}/set_prompt ros2_owl/srv/SetPrompt \"{{prompt: '[a mug'}}\""
+    )
+    assert "success=False" in bad, bad
+    assert "Transitioning successful" in cli.run(f"ros2 lifecycle set {NODE} shutdown")
+    assert _state(cli) == "finalized [4]"
+    out = cli.run(f"ros2 param set {NODE} threshold 0.3", check=False)
+    assert out.startswith("Setting parameter failed: the node is shut down"), out
