@@ -121,3 +121,63 @@ def test_cleanup_frees_the_models_and_shutdown_ends_in_finalized(managed):
     assert _state(cli) == "finalized [4]"
     out = cli.run(f"ros2 param set {NODE} threshold 0.3", check=False)
     assert out.startswith("Setting parameter failed: the node is shut down"), out
+
+
+def _pipeline_threads() -> set[str]:
+    import threading
+
+    return {t.name for t in threading.enumerate() if t.name in ("owl_inference", "owl_drawing")}
+
+
+def test_in_process_states_own_exactly_their_resources(rclpy_context, tiny_owlvit_dir):
+    """Without the CLI: deactivate ends the inference and drawing threads and keeps the encoded
+    prompt; cleanup lets the predictor be collected; a bad prompt set while unconfigured is
+    refused by its column; a failed configure leaves nothing behind and the next one works."""
+    import gc
+    import weakref
+
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from ros2_owl.ros.node import OwlNode
+
+    rclpy, context = rclpy_context
+    node = OwlNode(
+        context=context,
+        namespace="/lifecycle_in_process",
+        parameter_overrides=[
+            Parameter("autostart", value=False),
+            Parameter("model", value=str(tiny_owlvit_dir)),
+            Parameter("clip_model", value=""),
+            Parameter("prompt", value="[a cat, a dog"),  # broken: configure must fail
+            Parameter("no_frame_warning", value=0.0),
+        ],
+    )
+    ok = TransitionCallbackReturn.SUCCESS
+    try:
+        assert node.phase == "unconfigured" and node.predictor is None
+        assert _pipeline_threads() == set()
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert node.last_error.startswith("prompt parameter: "), node.last_error
+        assert node.phase == "unconfigured" and node.predictor is None and node.cameras == []
+        (bad,) = node.set_parameters([Parameter("prompt", value="[a cat, (broken")])
+        assert not bad.successful and "column 7" in bad.reason
+        (fixed,) = node.set_parameters([Parameter("prompt", value="[a cat, a dog]")])
+        assert fixed.successful and node.active.state is None  # parsed now, encoded at configure
+        assert node.trigger_configure() == ok and node.phase == "inactive"
+        state = node.active.state
+        assert state is not None and list(state.tree.label_texts) == ["image", "a cat", "a dog"]
+        assert node.trigger_activate() == ok
+        assert _pipeline_threads() == {"owl_inference", "owl_drawing"}
+        assert node.trigger_deactivate() == ok
+        assert _pipeline_threads() == set() and node.active.state is state
+        predictor = weakref.ref(node.predictor)
+        assert node.trigger_cleanup() == ok
+        gc.collect()
+        assert predictor() is None and node.active.state is None
+        assert node.settings.prompt == "[a cat, a dog]"  # the prompt survives cleanup
+        assert node.trigger_shutdown() == ok and node.phase == "finalized"
+        (late,) = node.set_parameters([Parameter("threshold", value=0.3)])
+        assert not late.successful and late.reason == "the node is shut down"
+    finally:
+        node.destroy_node()
