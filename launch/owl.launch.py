@@ -11,6 +11,8 @@ Arguments (all optional):
   device         torch device, e.g. cuda
   backend        auto | torch | onnxruntime | tensorrt
   tracking       true: track ids across frames (see README)
+  autostart      false: the node waits unconfigured for `ros2 lifecycle set` or a lifecycle
+                 manager (see README "Lifecycle")
   depth_topics   comma-separated depth topics registered to the colour cameras, one per image
                  topic (3D boxes on detections_3d)
   camera_info_topics  comma-separated CameraInfo topics, one per image topic (default:
@@ -32,7 +34,7 @@ from ros2_owl.ros.dds import PROFILE_FILE, PROFILE_VARIABLES, large_image_env
 
 STRING_OVERRIDES = ("prompt", "model", "clip_model", "device", "backend")
 LIST_OVERRIDES = ("image_topics", "camera_names", "depth_topics", "camera_info_topics")
-BOOL_OVERRIDES = ("tracking",)
+BOOL_OVERRIDES = ("tracking", "autostart")
 
 
 def _owl_node(context):

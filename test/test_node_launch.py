@@ -34,6 +34,7 @@ def test_launch_description_declares_its_arguments_and_the_node():
         "prompt",
         "model",
         "large_images",
+        "autostart",
     } <= declared
     context = LaunchContext()
     context.launch_configurations.update(
@@ -122,3 +123,18 @@ def test_launch_refuses_a_bad_prompt_with_one_line(ros2_cli, tiny_owlvit_dir, ti
     assert code != 0 or "process has died" in out, out
     assert "owl_node: cannot start: prompt parameter:" in out, out
     assert "Traceback" not in out, out
+
+
+def test_launch_with_autostart_false_leaves_the_node_to_ros2_lifecycle(
+    ros2_cli, tiny_owlvit_dir, tiny_clip_dir
+):
+    proc = ros2_cli.start(
+        f"{LAUNCH} namespace:=managed autostart:=false "
+        f"model:={tiny_owlvit_dir} clip_model:={tiny_clip_dir}"
+    )
+    ros2_cli.wait_for_node(proc, "/managed/owl_node")
+    assert ros2_cli.run("ros2 lifecycle get /managed/owl_node").strip() == "unconfigured [1]"
+    out = ros2_cli.run("ros2 lifecycle set /managed/owl_node configure")
+    assert "Transitioning successful" in out, out
+    assert ros2_cli.run("ros2 lifecycle get /managed/owl_node").strip() == "inactive [2]"
+    assert proc.interrupt() == 0
