@@ -166,6 +166,6 @@ def check_query_name(name: str) -> str:
     """Names are what the prompt accepts after `$`: letters, digits, '_' and '-'."""
     if not isinstance(name, str) or not QUERY_NAME.fullmatch(name):
         raise ValueError(
-            f"invalid query name {name!r}: use letters, digits, '_' or '-' (used as $name)"
+            f"invalid query name {name!r:.80}: use letters, digits, '_' or '-' (used as $name)"
         )
     return name

@@ -128,3 +128,9 @@ def test_query_names_follow_the_prompt_syntax():
     assert check_query_name("red_mug-2") == "red_mug-2"
     with pytest.raises(ValueError, match="invalid query name"):
         check_query_name("red mug")
+
+
+def test_a_huge_query_name_is_not_echoed_whole():
+    with pytest.raises(ValueError) as refused:
+        check_query_name("x y" * 20_000)
+    assert len(str(refused.value)) < 200, str(refused.value)
