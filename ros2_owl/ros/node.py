@@ -230,6 +230,7 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
             self._encoder_lock,
             self._warn_throttled,
             self._outputs,
+            self.context.ok,
         )
         qos = input_qos(s.input_reliability, s.input_depth)
         handles: list[Any] = []

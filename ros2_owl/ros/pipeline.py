@@ -94,6 +94,7 @@ class FramePipeline:
         encoder_lock: threading.Lock,
         warn: Callable[[Camera, str], None],
         outputs: FrameOutputs,
+        context_ok: Callable[[], bool] = lambda: True,
     ):
         self._predictor = predictor
         self._cameras = len(cameras)
@@ -101,6 +102,7 @@ class FramePipeline:
         self._encoder_lock = encoder_lock  # shared with query registration on the executor
         self._warn = warn
         self._outputs = outputs
+        self._context_ok = context_ok  # False once Ctrl-C shut the context down
         self._mailbox = Mailbox()
         self._drawings = _LatestDrawing()
         self._stopping = threading.Event()
@@ -130,7 +132,7 @@ class FramePipeline:
             try:
                 self._process_batch(items)
             except Exception as exc:  # never let one batch kill the worker
-                if self._stopping.is_set():
+                if self._stopping.is_set() or not self._context_ok():
                     return  # deactivate or Ctrl-C while publishing: nothing failed
                 for item in items:
                     item.camera.stats.frame_error(f"{type(exc).__name__}: {exc}")
@@ -205,6 +207,6 @@ class FramePipeline:
                 msg = rgb_to_image_msg(draw_result(item.image, item.result), item.header)
                 item.camera.publishers["annotated_image"].publish(msg)
             except Exception as exc:  # a drawing problem must not end the drawing thread
-                if self._stopping.is_set():
+                if self._stopping.is_set() or not self._context_ok():
                     return
                 self._warn(item.camera, f"drawing failed: {type(exc).__name__}: {exc}")
