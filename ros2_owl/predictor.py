@@ -13,6 +13,9 @@ siblings, nanoowl #22).
 Classify input: every region, the whole frame included, is padded to a square and resized
 (ClipModel.pixels), never centre-cropped. Degenerate boxes (clipped under 0.01 px wide or high)
 are dropped by OwlModel.decode at every level before they count for anything.
+
+About 490 lines: TreePredictor is one object whose loading, prompt preparation, reference
+queries and (batched) prediction share its encoders and models; the maths lives in models/.
 """
 
 from __future__ import annotations

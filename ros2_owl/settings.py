@@ -15,7 +15,7 @@ To add a setting, append one `Setting(...)` to SETTINGS:
   - `cli="--flag"` (or `cli=True` for `--name-with-dashes`) makes it a `ros2-owl` option;
 then add its line to config/owl.yaml and README's parameter table (test_settings.py says
 what is missing) and read it where it is used: `settings.<name>` / `config.<name>`.
-The module is about 400 lines because SETTINGS is the table itself, one entry per setting.
+The module is about 600 lines because SETTINGS is the table itself, one entry per setting.
 """
 
 from __future__ import annotations

@@ -61,6 +61,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default="rebuild",
         help="a stale/corrupt cached artefact is rebuilt (default) or reported as an error",
     )
+    _add_triton_repo_arguments(parser)
+    parser.add_argument("--list", action="store_true", help="list cached artefacts and exit")
+    parser.add_argument(
+        "--clear", action="store_true", help="delete every cached artefact (and manifest) and exit"
+    )
+    return parser
+
+
+def _add_triton_repo_arguments(parser: argparse.ArgumentParser) -> None:
+    """--triton-*: the model repository for a shared Triton server (backends/triton_repo.py)."""
     parser.add_argument(
         "--triton-repo",
         metavar="DIR",
@@ -93,11 +103,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default="gpu",
         help="where the server runs each model instance",
     )
-    parser.add_argument("--list", action="store_true", help="list cached artefacts and exit")
-    parser.add_argument(
-        "--clear", action="store_true", help="delete every cached artefact (and manifest) and exit"
-    )
-    return parser
 
 
 class LineProgress:

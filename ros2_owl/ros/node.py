@@ -5,6 +5,8 @@ pipeline, deactivate stops both (models and prompt stay), cleanup frees the mode
 ends it from any state. With `autostart: true` (the default) the node drives itself to active
 at construction, as a plain node starts. Frames run in ros/pipeline.py, the live state's one write
 path (parameters, services, the page) is ros/live_state.py, diagnostics ros/node_monitoring.py.
+About 430 lines: the state machine's transitions and what each one creates or frees belong
+together, so a reader sees in one place what every state holds.
 """
 
 from __future__ import annotations
