@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -35,6 +34,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench_common import camera_scene, naive_hf_path  # noqa: E402
+
+from ros2_owl.backends.auto import cpu_model  # noqa: E402
 
 FLAT_PROMPT = "[a person, a car, a dog]"
 TREE_PROMPT = "[a person [a face, a hand] (standing, sitting)]"
@@ -239,17 +240,6 @@ def ort_profile(onnx_path: str, x: np.ndarray, runs: int = 2) -> dict[str, float
 # --------------------------------------------------------------------------- main
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def verdict(ok: bool) -> str:
     return "meets target" if ok else "MISSES target"
 
@@ -372,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     image = camera_scene()
 
     print("ros2_owl backend benchmark")
-    print(f"cpu: {cpu_name()}, {os.cpu_count()} logical / {physical_cores()} physical cores")
+    print(f"cpu: {cpu_model()}, {os.cpu_count()} logical / {physical_cores()} physical cores")
     print(
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), onnxruntime "
         f"{ort.__version__} ({default_threads()} intra-op threads, graph optimisation all)"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import platform
 import sys
 import tempfile
 import time
@@ -28,17 +27,10 @@ sys.path.insert(0, str(REPO / "test"))
 from bench_common import camera_scene  # noqa: E402
 
 from ros2_owl import cli  # noqa: E402
+from ros2_owl.backends.auto import cpu_model  # noqa: E402
 
 PROMPT = "[a person, a car, a dog]"
 TOPIC = "/camera/image_raw"
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def frames(n: int) -> list[np.ndarray]:

@@ -15,7 +15,6 @@ Each round runs (a) once and (b), (c) for --frames frames; medians over the roun
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -29,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_common import camera_scene  # noqa: E402
 
+from ros2_owl.backends.auto import cpu_model  # noqa: E402
 from ros2_owl.demo.random_models import ensure_random_model  # noqa: E402
 from ros2_owl.depth import PinholeIntrinsics, boxes_3d  # noqa: E402
 from ros2_owl.predictor import PredictorConfig, TreePredictor  # noqa: E402
@@ -36,17 +36,6 @@ from ros2_owl.tracking import CameraTracker, TrackingConfig  # noqa: E402
 
 PROMPT = "[a person [a face], a car]"
 DETECTIONS = 100
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name (ratios only compare within one run on one CPU)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def depth_frame(height: int = 480, width: int = 640) -> np.ndarray:

@@ -28,15 +28,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "test"))
 sys.path.insert(0, str(REPO / "benchmarks"))
+from ros2_owl.backends.auto import cpu_model  # noqa: E402
 
 PROMPT = "[a person, a car, a dog]"
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def run_client(owl_id: str, cache: str, backend: str, url: str, seconds: float, sync, out):
@@ -123,7 +117,7 @@ def main() -> int:
 
     from ros2_owl.demo.random_models import ensure_random_model
 
-    print(f"CPU: {cpu_name()} ({mp.cpu_count()} logical cores)")
+    print(f"CPU: {cpu_model()} ({mp.cpu_count()} logical cores)")
     owl_id = str(ensure_random_model("owlvit-base-patch32"))
     work = Path(tempfile.mkdtemp(prefix="bench-triton-"))
     cache = str(work / "cache")

@@ -13,7 +13,6 @@ CPU with the model, so the ratio is an upper bound on what a viewer on another m
 from __future__ import annotations
 
 import argparse
-import platform
 import shutil
 import statistics
 import subprocess
@@ -28,6 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import camera_scene  # noqa: E402
 
+from ros2_owl.backends.auto import cpu_model  # noqa: E402
 from ros2_owl.demo.random_models import ensure_random_model  # noqa: E402
 from ros2_owl.predictor import PredictorConfig, TreePredictor  # noqa: E402
 from ros2_owl.web.control import PredictorPromptControl  # noqa: E402
@@ -45,16 +45,6 @@ BROWSER_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 class SyntheticCamera(FrameSource):
