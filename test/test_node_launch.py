@@ -138,3 +138,34 @@ def test_launch_with_autostart_false_leaves_the_node_to_ros2_lifecycle(
     assert "Transitioning successful" in out, out
     assert ros2_cli.run("ros2 lifecycle get /managed/owl_node").strip() == "inactive [2]"
     assert proc.interrupt() == 0
+
+
+README_LAUNCH_3D = (
+    f'{LAUNCH} prompt:="[a person [a face], a cup]" tracking:=true '
+    "image_topics:=/camera/color/image_raw "
+    "depth_topics:=/camera/aligned_depth_to_color/image_raw "
+    "camera_info_topics:=/camera/color/camera_info"
+)
+
+
+def test_launch_with_tracking_and_depth_as_readme_shows(ros2_cli, tiny_owlvit_dir, tiny_clip_dir):
+    """README's one launch line that turns on track ids and 3D: the node gets the settings and
+    subscribes to depth and CameraInfo, publishing detections_3d."""
+    assert README_LAUNCH_3D in " ".join(README.replace("\\\n", " ").split()), "README differs"
+    proc = ros2_cli.start(
+        README_LAUNCH_3D
+        + f" namespace:=tracked model:={tiny_owlvit_dir} clip_model:={tiny_clip_dir}"
+    )
+    ros2_cli.wait_for_node(proc, "/tracked/owl_node")
+    get = "ros2 param get /tracked/owl_node "
+    assert ros2_cli.run(get + "tracking").strip() == "Boolean value is: True"
+    assert ros2_cli.run(get + "depth_topics").strip() == (
+        "String values are: ['/camera/aligned_depth_to_color/image_raw']"
+    )
+    topics = set(ros2_cli.run("ros2 topic list").split())
+    assert {
+        "/camera/aligned_depth_to_color/image_raw",
+        "/camera/color/camera_info",
+        "/tracked/detections_3d",
+    } <= topics, topics
+    assert proc.interrupt() == 0
