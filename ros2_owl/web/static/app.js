@@ -119,7 +119,9 @@ function showTree(result, seq) {
       const swatch = el("span", "swatch");
       swatch.style.background = labelColour(d.label_index);
       const box = d.box.map((v) => v.toFixed(0)).join(", ");
-      item.append(swatch, el("span", "label", d.label), el("span", "score", d.score.toFixed(2)),
+      item.append(swatch);
+      if (d.track_id) item.append(el("span", "track-id", `#${d.track_id}`));  // --track
+      item.append(el("span", "label", d.label), el("span", "score", d.score.toFixed(2)),
         el("span", "box", `[${box}]`));
       for (const c of d.classifications) item.append(classificationBars(c));
       if (depth < 8 && children.has(d.id)) item.append(build(d.id, depth + 1));
