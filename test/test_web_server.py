@@ -201,6 +201,7 @@ def test_static_files_and_status(make_server):
                 status = await response.json()
         assert status["state"]["prompt"] == "[a cat, a dog]"
         assert status["server"]["viewers"] == 0
+        assert status["cameras"] == [""]
 
     _run(scenario())
 

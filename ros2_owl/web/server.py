@@ -295,10 +295,11 @@ class WebServer:
         while not viewer.ws.closed:
             await viewer.wake.wait()
             viewer.wake.clear()
-            for text in (viewer.state, viewer.cameras):
+            texts = (viewer.state, viewer.cameras)  # taken before any await: newer ones wait
+            viewer.state = viewer.cameras = None
+            for text in texts:
                 if text is not None:
                     await viewer.ws.send_json(text)
-            viewer.state = viewer.cameras = None
             latest = self._latest[viewer.camera]
             if latest is None or latest[0] <= viewer.last_seq:
                 continue
