@@ -217,6 +217,14 @@ def test_page_camera_selector_switches_this_page_only(browser_page, two_cameras)
     )
     assert page.inner_text("#source") == "camera /robot/back/image"
 
+    # a reconnect: the server starts the new socket on its default camera, the page asks again
+    page.evaluate(
+        """() => { page.ws.close(); document.getElementById('source').textContent = '';
+                   document.getElementById('frame').dataset.camera = ''; }"""
+    )
+    _wait_source(page, "camera /robot/back/image", 1)
+    assert page.input_value("#camera") == "1"
+
     other = page.context.browser.new_page()  # another viewer starts on the initial camera
     other.set_default_timeout(WAIT_MS)
     other.goto(two_cameras.url)
