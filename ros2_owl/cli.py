@@ -279,7 +279,8 @@ def cmd_serve(args) -> int:
         if settings.queries_file:
             predictor.load_queries(settings.queries_file)
         config, thresholds = settings.predictor_config(), settings.label_threshold_map()
-        return web_serve.run(args, predictor, source, args.prompt, config, thresholds)
+        tracker = _tracker(settings)  # --track: the source is one camera, frames in order
+        return web_serve.run(args, predictor, source, args.prompt, config, thresholds, tracker)
     finally:
         source.close()
 

@@ -435,7 +435,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "web_camera",
         "",
-        "Camera the live page shows: '' = the first, else its index, name or topic.",
+        "Camera a live page starts on (with several, each page can switch): '' = the first, "
+        "else its index, name or topic.",
         live=False,
     ),
     Setting("web_max_viewers", 4, "Most pages open at once.", live=False, range=(1, 100)),

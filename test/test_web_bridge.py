@@ -1,5 +1,6 @@
 """owl_node's live page (web_port): a prompt typed in the page goes through ~/set_prompt's
-path, shows in the `prompt` parameter and in the next Detection2DArray over DDS."""
+path, shows in the `prompt` parameter and in the next Detection2DArray over DDS; with two
+cameras each page chooses which one it shows (pages start on web_camera)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ NS = "/owl_web_test"
 NODE = f"{NS}/owl_node"
 PROMPT = "[a cat, a dog]"
 TIMEOUT = 60.0  # a loaded machine; every wait ends when its message arrives
+CAMERAS = ("cam", "cam2")  # image topics <name>/image; outputs under <name>/
+SHOWN = 1  # web_camera:=cam2: where a page starts
 
 
 def _free_port() -> int:
@@ -32,7 +35,7 @@ def _free_port() -> int:
 
 
 class WebNode:
-    """The node process with its page, a probe node, and DDS in/out of its one camera."""
+    """The node process with its page, a probe node, and DDS in/out of its two cameras."""
 
     def __init__(self, harness: RosHarness, proc: RosProcess, port: int):
         from rclpy.qos import qos_profile_sensor_data
@@ -41,16 +44,26 @@ class WebNode:
 
         self.ros, self.proc, self.port = harness, proc, port
         self.stamp = 5000
-        self.images = harness.publisher(Image, f"{NS}/cam/image", qos_profile_sensor_data)
-        self.detections = harness.collector(Detection2DArray, f"{NS}/detections")
+        self.images = [
+            harness.publisher(Image, f"{NS}/{cam}/image", qos_profile_sensor_data)
+            for cam in CAMERAS
+        ]
+        self.detections = [
+            harness.collector(Detection2DArray, f"{NS}/{cam}/detections") for cam in CAMERAS
+        ]
 
-    def frame(self):
-        """Publish a new frame (again until answered: best effort) -> its Detection2DArray."""
+    def frame(self, camera: int = SHOWN):
+        """Publish a new frame on `camera` (again until answered: best effort) -> its
+        Detection2DArray."""
         self.stamp += 1
         stamp = self.stamp
         msg = image_msg(scene(160, 120, seed=stamp), stamp)
         return self.ros.publish_until(
-            self.images, msg, self.detections, lambda m: m.header.stamp.sec == stamp, TIMEOUT
+            self.images[camera],
+            msg,
+            self.detections[camera],
+            lambda m: m.header.stamp.sec == stamp,
+            TIMEOUT,
         )
 
     def get_param(self, name: str):
@@ -104,8 +117,9 @@ def web_node(rclpy_context, tiny_owlvit_dir, tiny_clip_dir, tmp_path_factory):
         prompt=f'"{PROMPT}"',
         threshold=0.0,
         max_detections=20,
-        image_topics=["cam/image"],
+        image_topics=[f"{cam}/image" for cam in CAMERAS],
         web_port=port,
+        web_camera=CAMERAS[SHOWN],
     )
     proc = RosProcess(args, log, child_env())
     harness = RosHarness(rclpy, context, "probe_web_node")
@@ -127,7 +141,78 @@ def test_page_shows_the_node_frames(web_node):
     header = web_node.page(want_frame=True)
     assert header["result"]["prompt"] == PROMPT
     assert {d["label"] for d in header["result"]["detections"]} == {"a cat", "a dog"}
-    assert header["stats"]["source"] == f"camera {NS}/cam/image"
+    assert header["stats"]["source"] == f"camera {NS}/{CAMERAS[SHOWN]}/image"
+
+
+async def _next_frame(ws) -> dict:
+    from ros2_owl.web.protocol import unpack_frame
+
+    while True:
+        msg = await ws.receive(timeout=TIMEOUT)
+        if msg.type == aiohttp.WSMsgType.BINARY:
+            return unpack_frame(msg.data)[0]
+        assert msg.type == aiohttp.WSMsgType.TEXT, msg
+
+
+async def _next_text(ws) -> dict:
+    while True:
+        msg = await ws.receive(timeout=TIMEOUT)
+        if msg.type == aiohttp.WSMsgType.TEXT:
+            return json.loads(msg.data)
+        assert msg.type == aiohttp.WSMsgType.BINARY, msg
+
+
+def test_a_page_switches_camera_and_the_other_page_keeps_its_own(web_node):
+    topics = [f"{NS}/{cam}/image" for cam in CAMERAS]
+
+    async def frame(camera: int):  # one DDS frame through the node, from this event loop
+        await asyncio.to_thread(web_node.frame, camera)
+
+    async def scenario():
+        url = f"ws://127.0.0.1:{web_node.port}/ws"
+        async with aiohttp.ClientSession() as session:
+            switching = await session.ws_connect(url, max_msg_size=0)
+            staying = await session.ws_connect(url, max_msg_size=0)
+            for ws in (switching, staying):
+                assert (await _next_text(ws))["type"] == "state"
+                cameras = await _next_text(ws)  # two cameras: the list, web_camera chosen
+                assert cameras["cameras"] == [
+                    f"{c} ({t})" for c, t in zip(CAMERAS, topics, strict=True)
+                ]
+                assert cameras["selected"] == SHOWN
+            await frame(SHOWN)
+            seen = {}  # the bridge's frame count of the last frame each page got
+            for ws in (switching, staying):
+                header = await _next_frame(ws)  # the new one or, first, the last one shown
+                assert (header["camera"], header["stats"]["source"]) == (1, f"camera {topics[1]}")
+                seen[ws] = header["stats"]["frames"]
+
+            # the answer comes after any frame already on its way: from then on, camera 0 only
+            await switching.send_str(json.dumps({"cmd": "select_camera", "camera": 0}))
+            assert (await _next_text(switching))["selected"] == 0
+            await frame(1)  # the staying page's camera first: the switched page must skip it
+            await frame(0)
+            header = await _next_frame(switching)
+            assert (header["camera"], header["stats"]["source"]) == (0, f"camera {topics[0]}")
+            seen[switching] = header["stats"]["frames"]
+            while (header := await _next_frame(staying))["stats"]["frames"] <= seen[staying]:
+                assert header["camera"] == 1
+            assert (header["camera"], header["stats"]["source"]) == (1, f"camera {topics[1]}")
+
+            # a camera the node does not have, or not a number: one line, the page still served
+            for bad in ({"cmd": "select_camera", "camera": 2}, {"cmd": "select_camera"}):
+                await switching.send_str(json.dumps(bad))
+                refusal = await _next_text(switching)
+                assert refusal["type"] == "error" and "camera" in refusal["message"], refusal
+            await frame(0)
+            while (header := await _next_frame(switching))["stats"]["frames"] <= seen[switching]:
+                assert header["camera"] == 0
+            assert (header["camera"], header["stats"]["source"]) == (0, f"camera {topics[0]}")
+            await switching.close()
+            await staying.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), TIMEOUT * 4))
+    assert web_node.proc.alive()
 
 
 def test_page_prompt_reaches_the_parameter_and_the_next_detections(web_node):

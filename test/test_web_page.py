@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 
 import pytest
-from fixtures_web import serving, write_synthetic_video
+from fixtures_web import sample_frames, serving, write_synthetic_video
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(
@@ -92,6 +93,7 @@ def test_page_stream_prompt_error_slider_screenshot(browser_page, served_video, 
     assert {"a cat", "a dog"} <= _tree_labels(page)
     assert page.locator("#tree .bar[data-label='sleeping']").count() >= 1  # classification bars
     assert float(page.inner_text("#fps")) > 0
+    assert page.locator("#camera-choice").is_hidden()  # one source: nothing to choose
 
     # a valid prompt: its labels appear in the tree of the following frames
     page.fill("#prompt", "[a bird, a car (red, blue)]")
@@ -153,3 +155,83 @@ def test_page_stream_prompt_error_slider_screenshot(browser_page, served_video, 
         with Image.open(shot) as image:  # the page's upper part, 128 colours: a small PNG
             small = image.convert("RGB").crop((0, 0, 1280, 660)).quantize(128)
             small.save(readme_copy, optimize=True)
+
+
+@pytest.fixture
+def two_cameras(tiny_owlvit_dir, tiny_clip_dir):
+    """A server with two cameras (as the node's), each fed its own frames at 8 fps."""
+    from ros2_owl.predictor import PredictorConfig, TreePredictor
+    from ros2_owl.web.control import PredictorPromptControl
+    from ros2_owl.web.server import FrameStats, ServerConfig, WebServer
+
+    predictor = TreePredictor.from_pretrained(str(tiny_owlvit_dir), str(tiny_clip_dir))
+    control = PredictorPromptControl(predictor, "[a cat, a dog]", PredictorConfig(threshold=0.0))
+    names = ["front (/robot/front/image)", "back (/robot/back/image)"]
+    server = WebServer(control, ServerConfig(port=0), cameras=names, initial_camera=0)
+    frames = [sample_frames(8), sample_frames(16)[8:]]  # different pictures per camera
+    stop = threading.Event()
+
+    def produce() -> None:
+        count = 0
+        while not stop.wait(0.125):  # the cameras' rate, not synchronisation
+            count += 1
+            for camera, topic in enumerate(("/robot/front/image", "/robot/back/image")):
+                image = frames[camera][count % 8]
+                result = predictor.predict(image, control.state, control.config)
+                stats = FrameStats(1.0, 1.0, 1.0, count, 0, f"camera {topic}")
+                server.publish(image, result, stats, camera=camera)
+
+    server.start()
+    thread = threading.Thread(target=produce, name="test_two_cameras", daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        server.stop()
+
+
+def _wait_source(page, source: str, camera: int) -> None:
+    """Wait until the page shows `camera`'s frames: the source line and a loaded image."""
+    page.wait_for_function(
+        f"""() => document.getElementById('source').textContent === {source!r}
+              && document.getElementById('frame').dataset.camera === '{camera}'"""
+    )
+
+
+def test_page_camera_selector_switches_this_page_only(browser_page, two_cameras):
+    page = browser_page
+    page.goto(two_cameras.url)
+    page.wait_for_selector("#camera-choice:not([hidden])")
+    options = page.eval_on_selector_all("#camera option", "os => os.map(o => o.textContent)")
+    assert options == ["front (/robot/front/image)", "back (/robot/back/image)"]
+    assert page.input_value("#camera") == "0"
+    _wait_source(page, "camera /robot/front/image", 0)
+
+    page.select_option("#camera", "1")
+    _wait_source(page, "camera /robot/back/image", 1)
+    shown = int(page.get_attribute("#frame", "data-shown"))
+    page.wait_for_function(  # it keeps streaming the back camera
+        f"() => Number(document.getElementById('frame').dataset.shown) >= {shown + 3}"
+    )
+    assert page.inner_text("#source") == "camera /robot/back/image"
+
+    # a reconnect: the server starts the new socket on its default camera, the page asks again
+    page.evaluate(
+        """() => { page.ws.close(); document.getElementById('source').textContent = '';
+                   document.getElementById('frame').dataset.camera = ''; }"""
+    )
+    _wait_source(page, "camera /robot/back/image", 1)
+    assert page.input_value("#camera") == "1"
+
+    other = page.context.browser.new_page()  # another viewer starts on the initial camera
+    other.set_default_timeout(WAIT_MS)
+    other.goto(two_cameras.url)
+    _wait_source(other, "camera /robot/front/image", 0)
+    assert page.input_value("#camera") == "1"
+    assert page.inner_text("#source") == "camera /robot/back/image"
+
+    page.select_option("#camera", "0")
+    _wait_source(page, "camera /robot/front/image", 0)
+    assert two_cameras.counters().refused_messages == 0

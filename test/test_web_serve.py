@@ -11,7 +11,7 @@ import sys
 
 import aiohttp
 import pytest
-from fixtures_web import write_synthetic_video
+from fixtures_web import sample_frames, write_synthetic_video
 
 from ros2_owl.web.protocol import unpack_frame
 
@@ -86,6 +86,7 @@ def test_serve_streams_frames_and_takes_prompts(tmp_path, tiny_owlvit_dir, tiny_
         frames, answer = asyncio.run(client())
         assert answer["ok"] and answer["state"]["prompt"] == "[a bird]"
         assert {d["label"] for d in frames[0]["result"]["detections"]} == {"a cat", "a dog"}
+        assert all(d["track_id"] == 0 for f in frames for d in f["result"]["detections"])
         assert {d["label"] for d in frames[-1]["result"]["detections"]} == {"a bird"}
         assert frames[-1]["stats"]["frames"] > frames[0]["stats"]["frames"]
         assert frames[-1]["stats"]["source"] == f"video {video}"
@@ -103,3 +104,50 @@ def test_bad_prompt_on_the_command_line_is_one_error(tmp_path, tiny_owlvit_dir, 
     _, err = process.communicate(timeout=TIMEOUT)
     assert process.returncode == 1
     assert "unexpected ')' at column 6" in err and "Traceback" not in err
+
+
+def _url(process: subprocess.Popen) -> str:
+    line = ""
+    while not line.startswith("serving "):
+        line = process.stdout.readline()
+        assert line, process.stderr.read()
+    return line.split()[1]
+
+
+async def _frames(url: str, count: int) -> list[dict]:
+    """The headers of the first `count` frames a page gets."""
+    headers = []
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(url.replace("http://", "ws://") + "ws") as ws:
+            while len(headers) < count:
+                msg = await ws.receive(timeout=TIMEOUT)
+                if msg.type == aiohttp.WSMsgType.BINARY:
+                    headers.append(unpack_frame(msg.data)[0])
+    return headers
+
+
+def test_serve_track_gives_ids_across_frames(tmp_path, tiny_owlvit_dir, tiny_clip_dir):
+    """--track: the source's frames are one camera's, in order (as `detect --track`)."""
+    from PIL import Image
+
+    folder = tmp_path / "still"
+    folder.mkdir()
+    Image.fromarray(sample_frames(1)[0]).save(folder / "frame.png")  # shown again and again
+    models = ["--model", str(tiny_owlvit_dir), "--clip-model", str(tiny_clip_dir)]
+    process = _serve(
+        "--images", str(folder), "--fps", "8", *models, "--port", "0", "--threshold", "0",
+        "--max-regions", "1", "--max-detections", "20", "--prompt", "[a cat [an ear], a dog]",
+        "--label-threshold", "a cat=0.55", "--label-threshold", "a dog=0.55", "--track",
+    )  # fmt: skip
+    try:
+        frames = asyncio.run(_frames(_url(process), 4))
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=TIMEOUT)
+    assert process.returncode == 0, err
+    ids = [sorted(d["track_id"] for d in f["result"]["detections"]) for f in frames]
+    assert frames[-1]["stats"]["frames"] > frames[0]["stats"]["frames"]
+    assert ids[0] and all(t >= 1 for t in ids[0])  # a tracker's first frame confirms all
+    assert all(frame_ids == ids[0] for frame_ids in ids)  # the same picture: the same tracks
+    assert len(set(ids[0])) == len(ids[0])
+    assert any(d["parent_id"] for d in frames[0]["result"]["detections"])  # nested ones too

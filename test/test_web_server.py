@@ -34,9 +34,10 @@ def predictor(tiny_owlvit_dir, tiny_clip_dir):
 def make_server(predictor):
     servers = []
 
-    def make(**kwargs) -> WebServer:
+    def make(cameras=("",), initial_camera=0, **kwargs) -> WebServer:
         control = PredictorPromptControl(predictor, "[a cat, a dog]", PredictorConfig(0.0))
-        server = WebServer(control, ServerConfig(port=0, **kwargs))
+        config = ServerConfig(port=0, **kwargs)
+        server = WebServer(control, config, cameras=cameras, initial_camera=initial_camera)
         server.start()
         servers.append(server)
         return server
@@ -200,8 +201,111 @@ def test_static_files_and_status(make_server):
                 status = await response.json()
         assert status["state"]["prompt"] == "[a cat, a dog]"
         assert status["server"]["viewers"] == 0
+        assert status["cameras"] == [""]
 
     _run(scenario())
+
+
+def _stats(source: str, frames: int = 1) -> FrameStats:
+    return FrameStats(fps=1.0, latency_ms=1.0, inference_ms=1.0, frames=frames, dropped=0,
+                      source=source)  # fmt: skip
+
+
+async def _next_frame(ws) -> dict:
+    while True:
+        msg = await ws.receive(timeout=TIMEOUT)
+        if msg.type == aiohttp.WSMsgType.BINARY:
+            return unpack_frame(msg.data)[0]
+        assert msg.type == aiohttp.WSMsgType.TEXT, msg
+
+
+def test_each_viewer_chooses_its_camera(make_server, predictor):
+    server = make_server(cameras=("front", "back", "side"), initial_camera=1)
+    result = predictor.predict(synthetic_scene(), server.control.state, server.control.config)
+    image = synthetic_scene()
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            stay = await session.ws_connect(f"{_base(server)}/ws")
+            switch = await session.ws_connect(f"{_base(server)}/ws")
+            for ws in (stay, switch):  # the state, then the list with web_camera's choice
+                assert (await _next_json(ws))["type"] == "state"
+                cameras = await _next_json(ws)
+                assert cameras == {"type": "cameras", "cameras": ["front", "back", "side"],
+                                   "selected": 1}  # fmt: skip
+            server.publish(image, result, _stats("front"), camera=0)
+            server.publish(image, result, _stats("back"), camera=1)
+            for ws in (stay, switch):
+                header = await _next_frame(ws)
+                assert (header["camera"], header["stats"]["source"]) == (1, "back")
+            await switch.send_str(json.dumps({"cmd": "select_camera", "camera": 0}))
+            assert (await _next_json(switch))["selected"] == 0
+            header = await _next_frame(switch)  # front's last frame, rendered for it now
+            assert (header["camera"], header["seq"], header["stats"]["source"]) == (0, 1, "front")
+            for n in (2, 3):
+                server.publish(image, result, _stats("front", n), camera=0)
+                server.publish(image, result, _stats("back", n), camera=1)
+                for ws, source in ((stay, "back"), (switch, "front")):
+                    while (header := await _next_frame(ws))["seq"] < n:
+                        pass
+                    assert (header["stats"]["source"], header["stats"]["frames"]) == (source, n)
+            for bad in ('"cmd": "select_camera", "camera": 3', '"cmd": "select_camera"',
+                        '"cmd": "select_camera", "camera": "1"'):  # fmt: skip
+                await switch.send_str("{" + bad + "}")
+                refusal = await _next_json(switch)
+                assert refusal["type"] == "error" and "camera" in refusal["message"], refusal
+            server.publish(image, result, _stats("front", 4), camera=0)
+            while (header := await _next_frame(switch))["seq"] < 4:  # still served, still front
+                pass
+            assert header["stats"]["source"] == "front"
+            await stay.close()
+            await switch.close()
+
+    _run(scenario())
+    assert server.counters().refused_messages == 3
+
+
+def test_only_watched_cameras_are_rendered(make_server, predictor):
+    server = make_server(cameras=("front", "back"))
+    result = predictor.predict(synthetic_scene(), server.control.state, server.control.config)
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"{_base(server)}/ws") as ws:
+                await _next_json(ws)
+                assert (await _next_json(ws))["selected"] == 0
+                for _ in range(3):  # nobody watches "back": its frames are only stored
+                    server.publish(synthetic_scene(), result, _stats("back"), camera=1)
+                server.publish(synthetic_scene(), result, _stats("front"), camera=0)
+                assert (await _next_frame(ws))["stats"]["source"] == "front"
+
+    _run(scenario())
+    counters = server.counters()
+    assert (counters.published, counters.rendered) == (4, 1)
+
+
+def test_one_camera_has_no_list_and_refuses_another(make_server):
+    server = make_server()
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"{_base(server)}/ws") as ws:
+                assert (await _next_json(ws))["type"] == "state"
+                await ws.send_str('{"cmd": "select_camera", "camera": 1}')
+                refusal = await _next_json(ws)  # the next text: no camera list came first
+                assert refusal == {
+                    "type": "error",
+                    "message": "refused: camera 1 out of range: there are 1, 0 to 0",
+                }
+                await ws.send_str('{"cmd": "select_camera", "camera": 0}')
+                assert await _next_json(ws) == {"type": "cameras", "cameras": [""], "selected": 0}
+
+    _run(scenario())
+    assert server.counters().refused_messages == 1
+    with pytest.raises(ValueError, match="initial_camera 2 out of range"):
+        WebServer(server.control, cameras=("a", "b"), initial_camera=2)
+    with pytest.raises(IndexError, match="camera 1 out of range"):
+        server.publish(synthetic_scene(), None, STATS, camera=1)
 
 
 def test_port_in_use_is_one_line(make_server):

@@ -370,7 +370,7 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
             ) from exc
 
     def _start_web(self, s: Settings) -> None:
-        """The live page (opt-in web_port), fed by the selected camera (ros/web_bridge.py)."""
+        """The live page (opt-in web_port) on every camera; pages start on web_camera."""
         from ros2_owl.ros.web_bridge import start_web_bridge
 
         try:
@@ -378,7 +378,8 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
         except Exception as exc:  # a taken port, a bad host or camera: a configure error
             raise ConfigureError(f"web page: {exc}") from exc
         self._outputs.web = web
-        self.get_logger().info(f"live page on {web.server.url} ({web.camera.resolved_topic})")
+        more = f", {len(self.cameras)} cameras to choose from" if len(self.cameras) > 1 else ""
+        self.get_logger().info(f"live page on {web.server.url} ({web.camera.resolved_topic}{more})")
 
     # ----- frames (executor thread: count, rate-limit, hand over; never wait for the model) --
     def _on_frame(self, cam: Camera, msg) -> None:

@@ -1,7 +1,7 @@
 """The live page served by owl_node itself (opt-in `web_port`), on the node's own frames.
 
-Thin: the page and its server are ros2_owl.web's. This module only gives the server the
-frames of one camera and a PromptControl that changes the node's prompt through the same
+Thin: the page and its server are ros2_owl.web's. This module only gives the server every
+camera's frames (each page chooses one; `web_camera` is where pages start) and a PromptControl that changes the node's prompt through the same
 method as ~/set_prompt (OwlNode.apply_prompt: validation, one atomic swap, and the `prompt` /
 `label_thresholds` parameters updated), so the page has no rule of its own.
 """
@@ -23,7 +23,14 @@ from ros2_owl.web.server import FrameStats, ServerConfig, WebServer
 # typed as Any here (an OwlNode; ros.cameras.Camera).
 OwlNode = Camera = Any
 
-__all__ = ["TOKEN_ENV", "NodePromptControl", "WebBridge", "select_camera", "start_web_bridge"]
+__all__ = [
+    "TOKEN_ENV",
+    "NodePromptControl",
+    "WebBridge",
+    "camera_label",
+    "select_camera",
+    "start_web_bridge",
+]
 
 TOKEN_ENV = "ROS2_OWL_WEB_TOKEN"  # a token is a secret: not a parameter anyone can `param get`
 
@@ -39,6 +46,11 @@ def select_camera(cameras: list[Camera], selector: str) -> Camera:
             return cam
     known = ", ".join(f"{i}: {c.prefix or c.topic}" for i, c in enumerate(cameras))
     raise ValueError(f"web_camera {selector!r} names no camera (cameras: {known})")
+
+
+def camera_label(cam: Camera) -> str:
+    """How the page's camera list names a camera: its output namespace and its topic."""
+    return f"{cam.prefix} ({cam.resolved_topic})" if cam.prefix else cam.resolved_topic
 
 
 class NodePromptControl:
@@ -65,13 +77,19 @@ class NodePromptControl:
 
 
 class WebBridge:
-    """Starts the page's server for a node and feeds it one camera's processed frames."""
+    """Starts the page's server for a node and feeds it every camera's processed frames."""
 
-    def __init__(self, node: OwlNode, camera: Camera, config: ServerConfig):
-        self.camera = camera
-        self.server = WebServer(NodePromptControl(node), config)
-        self._done: collections.deque[float] = collections.deque(maxlen=30)
-        self._frames = 0
+    def __init__(self, node: OwlNode, cameras: list[Camera], first: Camera, config: ServerConfig):
+        self.camera = first  # where a new page starts
+        self._index = {id(cam): i for i, cam in enumerate(cameras)}
+        self.server = WebServer(
+            NodePromptControl(node),
+            config,
+            cameras=[camera_label(cam) for cam in cameras],
+            initial_camera=self._index[id(first)],
+        )
+        self._done = [collections.deque(maxlen=30) for _ in cameras]  # per camera
+        self._frames = [0] * len(cameras)
 
     def start(self) -> str:
         """Bind (WebServerError when it cannot) and return the page's address."""
@@ -87,29 +105,30 @@ class WebBridge:
         inference_ms: float,
     ) -> None:
         """Inference thread, after publishing: O(1), the server does the rest on its threads."""
-        if camera is not self.camera:
+        index = self._index.get(id(camera))
+        if index is None:
             return
-        now = time.monotonic()
-        self._frames += 1
-        self._done.append(now)
-        span = self._done[-1] - self._done[0]
-        fps = (len(self._done) - 1) / span if span > 0 else 0.0
+        now, done = time.monotonic(), self._done[index]
+        self._frames[index] += 1
+        done.append(now)
+        span = done[-1] - done[0]
+        fps = (len(done) - 1) / span if span > 0 else 0.0
         stats = FrameStats(
             fps=round(fps, 2),
             latency_ms=round((now - received) * 1000.0, 1),
             inference_ms=round(inference_ms, 1),
-            frames=self._frames,
+            frames=self._frames[index],
             dropped=camera.stats.dropped,
             source=f"camera {camera.resolved_topic}",
         )
-        self.server.publish(image, result, stats)
+        self.server.publish(image, result, stats, camera=index)
 
     def stop(self) -> None:
         self.server.stop()
 
 
 def start_web_bridge(node: OwlNode, settings) -> WebBridge:
-    """The node's page on web_host:web_port, showing web_camera (ValueError/WebServerError)."""
+    """The node's page on web_host:web_port, starting on web_camera (ValueError/WebServerError)."""
     camera = select_camera(node.cameras, settings.web_camera)
     config = ServerConfig(
         host=settings.web_host,
@@ -117,6 +136,6 @@ def start_web_bridge(node: OwlNode, settings) -> WebBridge:
         token=os.environ.get(TOKEN_ENV) or None,
         max_viewers=settings.web_max_viewers,
     )
-    bridge = WebBridge(node, camera, config)
+    bridge = WebBridge(node, node.cameras, camera, config)
     bridge.start()
     return bridge

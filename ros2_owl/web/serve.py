@@ -50,15 +50,20 @@ def open_source_from_args(args) -> FrameSource:
 
 
 class ServeLoop:
-    """Source -> predictor -> server, on the calling thread; `stop` ends it."""
+    """Source -> predictor (-> tracker) -> server, on the calling thread; `stop` ends it.
 
-    def __init__(self, predictor: TreePredictor, control, source: FrameSource, server=None):
-        self.predictor, self.control, self.source, self.server = (
-            predictor,
-            control,
-            source,
-            server,
-        )
+    `tracker` (a tracking.CameraTracker, --track) gives the source's detections track ids."""
+
+    def __init__(
+        self,
+        predictor: TreePredictor,
+        control,
+        source: FrameSource,
+        server=None,
+        tracker=None,
+    ):
+        self.predictor, self.control, self.source = predictor, control, source
+        self.server, self.tracker = server, tracker
         self.stop = threading.Event()
         self.frames = 0
         self.bad_frames = 0
@@ -89,6 +94,8 @@ class ServeLoop:
                 if self.bad_frames == 1:
                     log.warning("dropped a bad frame: %s", error)
                 continue
+            if self.tracker is not None:  # the source's frames in order: one camera's tracks
+                result = self.tracker.update(result)
             now = time.monotonic()
             self.frames += 1
             self._done.append(now)
@@ -111,9 +118,10 @@ def run(
     prompt: str,
     config: PredictorConfig,
     label_thresholds: dict[str, float],
+    tracker=None,
 ) -> int:
     """Serve until Ctrl+C (or until a non-looping source ends); 1 when the source failed.
-    The caller closes the source."""
+    The caller closes the source; `tracker` (--track) adds track ids."""
     from .control import PredictorPromptControl
     from .server import ServerConfig, WebServer, WebServerError
 
@@ -133,7 +141,7 @@ def run(
     except WebServerError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    loop = ServeLoop(predictor, control, source, server)
+    loop = ServeLoop(predictor, control, source, server, tracker)
     source.start()
     exposed = (
         "" if args.host in ("127.0.0.1", "localhost", "::1") else " (reachable from the network)"

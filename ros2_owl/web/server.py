@@ -5,44 +5,43 @@ stores one reference and wakes the loop: it never draws, encodes or waits for a 
 loop draws and JPEG-encodes only the newest frame and only while someone watches (on a render
 thread), and each viewer's sender sends the newest rendered frame when its previous send has
 finished, so a slow browser skips frames instead of making the server queue them.
+
+With several cameras (the node's), each page chooses its own: a viewer gets only its camera's
+frames, and only cameras someone watches are rendered.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-import io
 import logging
 import socket
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
 
 import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from ..draw import draw_result
 from ..results import TreeResult
 from .control import PromptControl
+from .frames import CameraFrames, Frame, FrameStats, render_frame
 from .protocol import (
     MAX_MESSAGE_BYTES,
     ProtocolError,
+    SelectCameraCommand,
     SetPromptCommand,
-    pack_frame,
     parse_command,
 )
+from .routes import foreign_origin, index_response, page_query, static_response, token_ok
 
 __all__ = ["FrameStats", "ServerConfig", "ServerCounters", "WebServer", "WebServerError"]
 
 log = logging.getLogger("ros2_owl.web")
-STATIC = Path(__file__).resolve().parent / "static"
 # Per-viewer kernel send buffer: about one frame, so a slow page gets the present, not a
 # backlog the kernel kept for it (autotuning would let it grow to megabytes).
 VIEWER_SEND_BUFFER = 256 * 1024
-_CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
 
 
 class WebServerError(RuntimeError):
@@ -73,18 +72,6 @@ class ServerConfig:
             raise ValueError("token must not be empty (leave it unset for no token)")
 
 
-@dataclass(frozen=True)
-class FrameStats:
-    """The producer's numbers for one frame, shown under the stream."""
-
-    fps: float  # processed frames per second (recent)
-    latency_ms: float  # frame captured/received -> result ready
-    inference_ms: float
-    frames: int  # processed so far
-    dropped: int  # frames replaced by a newer one before the model took them
-    source: str = ""
-
-
 @dataclass
 class ServerCounters:
     """What the server did and refused (a snapshot is copied out by `counters()`)."""
@@ -99,49 +86,37 @@ class ServerCounters:
     unauthorized: int = 0  # missing/wrong token or a foreign Origin
 
 
-@dataclass(frozen=True)
-class _Frame:
-    seq: int
-    image: np.ndarray
-    result: TreeResult
-    stats: FrameStats
-
-
 @dataclass(eq=False)
 class _Viewer:
     ws: web.WebSocketResponse
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    last_seq: int = 0
+    camera: int = 0  # the camera this page shows (its own choice)
+    last_seq: int = 0  # of that camera's frames
     state: dict[str, Any] | None = None  # a prompt state message not sent yet (newest only)
-
-
-def render_frame(frame: _Frame, quality: int, server: dict[str, Any]) -> bytes:
-    """The annotated JPEG and its JSON header as one websocket message (render thread)."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(draw_result(frame.image, frame.result)).save(
-        buffer, format="JPEG", quality=quality
-    )
-    header = {
-        "seq": frame.seq,
-        "result": frame.result.to_dict(),
-        "stats": asdict(frame.stats),
-        "server": server,
-    }
-    return pack_frame(header, buffer.getvalue())
+    cameras: dict[str, Any] | None = None  # the camera list, not sent yet (at connect)
 
 
 class WebServer:
     """Serves the page and its websocket; see the module docstring for the frame path."""
 
-    def __init__(self, control: PromptControl, config: ServerConfig | None = None):
+    def __init__(
+        self,
+        control: PromptControl,
+        config: ServerConfig | None = None,
+        cameras: Sequence[str] = ("",),
+        initial_camera: int = 0,
+    ):
+        """`cameras`: the names a page chooses from (one: no choice); a page starts on
+        `initial_camera`."""
         self.control = control
         self.config = config or ServerConfig()
         self._lock = threading.Lock()
         self._counters = ServerCounters()
-        self._pending: _Frame | None = None
-        self._latest: tuple[int, bytes] | None = None  # (seq, rendered message)
+        self._frames = CameraFrames(cameras)
+        if not 0 <= initial_camera < len(self._frames):
+            raise ValueError(f"initial_camera {initial_camera} out of range 0..{len(cameras) - 1}")
+        self.initial_camera = initial_camera
+        self._latest: list[tuple[int, bytes] | None] = [None] * len(self._frames)  # (seq, message)
         self._viewers: set[_Viewer] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -152,11 +127,12 @@ class WebServer:
         self.port = self.config.port
 
     # ----- producer side (any thread) -------------------------------------------------------
-    def publish(self, image: np.ndarray, result: TreeResult, stats: FrameStats) -> None:
-        """Offer the newest frame; O(1), never blocks. The image must not be modified later."""
-        with self._lock:
-            self._counters.published += 1
-            self._pending = _Frame(self._counters.published, image, result, stats)
+    def publish(
+        self, image: np.ndarray, result: TreeResult, stats: FrameStats, camera: int = 0
+    ) -> None:
+        """Offer `camera`'s newest frame; O(1), never blocks. The image must not change later."""
+        self._frames.put(camera, image, result, stats)
+        self._count("published")
         self._wake_renderer()
 
     def counters(self) -> ServerCounters:
@@ -171,8 +147,7 @@ class WebServer:
     def url(self) -> str:
         host = "127.0.0.1" if self.config.host in ("0.0.0.0", "") else self.config.host
         host = f"[{host}]" if ":" in host else host
-        query = f"?token={quote(self.config.token, safe='')}" if self.config.token else ""
-        return f"http://{host}:{self.port}/{query}"
+        return f"http://{host}:{self.port}/{page_query(self.config.token)}"
 
     # ----- lifecycle ------------------------------------------------------------------------
     def start(self, timeout: float = 10.0) -> None:
@@ -243,24 +218,14 @@ class WebServer:
             await viewer.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping")
 
     # ----- HTTP -----------------------------------------------------------------------------
-    def _token_ok(self, request: web.Request) -> bool:
-        token = self.config.token
-        if token is None:
-            return True
-        given = request.query.get("token") or request.headers.get("X-Owl-Token", "")
-        auth = request.headers.get("Authorization", "")
-        if not given and auth.startswith("Bearer "):
-            given = auth[len("Bearer ") :]
-        return hmac.compare_digest(given.encode(), token.encode())
-
     @web.middleware
     async def _guard(self, request: web.Request, handler):
         """Token on every request; a websocket only from a page of this server (Origin)."""
-        if not self._token_ok(request):
+        if not token_ok(self.config.token, request):
             self._count("unauthorized")
             return web.Response(status=401, text="missing or wrong token: open /?token=...\n")
-        origin = request.headers.get("Origin")
-        if request.path == "/ws" and origin and urlsplit(origin).netloc != request.host:
+        origin = foreign_origin(request)
+        if origin:
             self._count("unauthorized")
             return web.Response(status=403, text=f"websocket from a foreign origin {origin}\n")
         response = await handler(request)
@@ -269,27 +234,20 @@ class WebServer:
         return response
 
     async def _index(self, request: web.Request) -> web.Response:
-        token = self.config.token
-        query = f"?token={quote(token, safe='')}" if token else ""
-        html = (STATIC / "index.html").read_text(encoding="utf-8").replace("__QUERY__", query)
-        csp = (
-            "default-src 'self'; img-src 'self' blob:; "
-            f"connect-src 'self' ws://{request.host} wss://{request.host}"
-        )
-        return web.Response(
-            text=html, content_type="text/html", headers={"Content-Security-Policy": csp}
-        )
+        return index_response(self.config.token, request)
 
-    async def _static(self, request: web.Request) -> web.StreamResponse:
-        name = request.match_info["name"]
-        path = STATIC / name
-        if name == "index.html" or path.suffix not in _CONTENT_TYPES or not path.is_file():
-            raise web.HTTPNotFound()
-        return web.Response(body=path.read_bytes(), content_type=_CONTENT_TYPES[path.suffix])
+    async def _static(self, request: web.Request) -> web.Response:
+        return static_response(request.match_info["name"])
 
     async def _status(self, request: web.Request) -> web.Response:
         view = self.control.view()
-        return web.json_response({"state": view.to_dict(), "server": asdict(self.counters())})
+        return web.json_response(
+            {
+                "state": view.to_dict(),
+                "server": asdict(self.counters()),
+                "cameras": list(self._frames.names),
+            }
+        )
 
     # ----- frames ---------------------------------------------------------------------------
     def _wake_renderer(self) -> None:
@@ -301,7 +259,7 @@ class WebServer:
                 pass
 
     async def _render_loop(self) -> None:
-        """Render the newest pending frame (only while someone watches), then wake senders."""
+        """Render the newest frame of each watched camera (no viewer: nothing), wake senders."""
         loop = asyncio.get_running_loop()
         period, last = 1.0 / self.config.stream_fps, float("-inf")
         while True:
@@ -309,24 +267,27 @@ class WebServer:
             await asyncio.sleep(max(0.0, last + period - loop.time()))
             await self._frame_ready.wait()
             self._frame_ready.clear()
-            with self._lock:
-                frame = self._pending
-            if not self._viewers or frame is None:
-                continue
-            if self._latest is not None and self._latest[0] >= frame.seq:
-                continue
-            last = loop.time()
-            server = {k: v for k, v in asdict(self.counters()).items() if k != "published"}
-            try:
-                payload = await loop.run_in_executor(
-                    self._render_pool, render_frame, frame, self.config.jpeg_quality, server
-                )
-            except Exception as error:  # a drawing bug must not stop the page
-                log.warning("could not render frame %d: %s", frame.seq, error)
-                continue
-            self._latest = (frame.seq, payload)
-            self._count("rendered")
-            for viewer in self._viewers:
+            for camera in sorted({viewer.camera for viewer in self._viewers}):
+                frame, latest = self._frames.newest(camera), self._latest[camera]
+                if frame is None or (latest is not None and latest[0] >= frame.seq):
+                    continue
+                last = loop.time()
+                await self._render(frame)
+
+    async def _render(self, frame: Frame) -> None:
+        loop = asyncio.get_running_loop()
+        server = {k: v for k, v in asdict(self.counters()).items() if k != "published"}
+        try:
+            payload = await loop.run_in_executor(
+                self._render_pool, render_frame, frame, self.config.jpeg_quality, server
+            )
+        except Exception as error:  # a drawing bug must not stop the page
+            log.warning("could not render frame %d: %s", frame.seq, error)
+            return
+        self._latest[frame.camera] = (frame.seq, payload)
+        self._count("rendered")
+        for viewer in self._viewers:
+            if viewer.camera == frame.camera:
                 viewer.wake.set()
 
     async def _send_frames(self, viewer: _Viewer) -> None:
@@ -334,10 +295,12 @@ class WebServer:
         while not viewer.ws.closed:
             await viewer.wake.wait()
             viewer.wake.clear()
-            state, viewer.state = viewer.state, None
-            if state is not None:
-                await viewer.ws.send_json(state)
-            latest = self._latest
+            texts = (viewer.state, viewer.cameras)  # taken before any await: newer ones wait
+            viewer.state = viewer.cameras = None
+            for text in texts:
+                if text is not None:
+                    await viewer.ws.send_json(text)
+            latest = self._latest[viewer.camera]
             if latest is None or latest[0] <= viewer.last_seq:
                 continue
             seq, payload = latest
@@ -346,6 +309,16 @@ class WebServer:
             viewer.last_seq = seq
             await viewer.ws.send_bytes(payload)
             self._count("sent")
+
+    def _cameras_message(self, selected: int) -> dict[str, Any]:
+        return {"type": "cameras", "cameras": list(self._frames.names), "selected": selected}
+
+    async def _select_camera(self, viewer: _Viewer, camera: int) -> None:
+        """This page's camera from now on; the others keep theirs."""
+        viewer.camera, viewer.last_seq = camera, 0
+        await viewer.ws.send_json(self._cameras_message(camera))
+        viewer.wake.set()  # that camera's last rendered frame at once
+        self._frame_ready.set()  # and its newest one rendered if nobody watched it
 
     # ----- websocket ------------------------------------------------------------------------
     async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
@@ -362,12 +335,15 @@ class WebServer:
             )
             await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"viewer limit reached")
             return ws
-        viewer = _Viewer(ws, state={"type": "state", "state": self.control.view().to_dict()})
+        viewer = _Viewer(ws, camera=self.initial_camera)
+        viewer.state = {"type": "state", "state": self.control.view().to_dict()}
+        if len(self._frames) > 1:  # one camera: nothing to choose, the page shows no selector
+            viewer.cameras = self._cameras_message(self.initial_camera)
         self._viewers.add(viewer)
         self._count("viewers")
         sender = asyncio.create_task(self._send_frames(viewer))
         try:
-            viewer.wake.set()  # the state and the last rendered frame at once
+            viewer.wake.set()  # the state, the cameras and the last rendered frame at once
             self._frame_ready.set()  # and render the pending one if nobody watched it yet
             async for message in ws:
                 await self._on_message(viewer, message)
@@ -386,9 +362,12 @@ class WebServer:
             await self._refuse(viewer, "binary messages are not accepted: send JSON text")
             return
         try:
-            command = parse_command(message.data)
+            command = parse_command(message.data, cameras=len(self._frames))
         except ProtocolError as error:
             await self._refuse(viewer, str(error))
+            return
+        if isinstance(command, SelectCameraCommand):
+            await self._select_camera(viewer, command.camera)
             return
         loop = asyncio.get_running_loop()
         if isinstance(command, SetPromptCommand):

@@ -4,7 +4,8 @@
 
 const $ = (id) => document.getElementById(id);
 const token = new URLSearchParams(location.search).get("token");
-const page = { ws: null, lastSeq: 0, droppedPage: 0, url: null, state: null, retry: 1000 };
+const page = { ws: null, lastSeq: 0, droppedPage: 0, url: null, state: null, retry: 1000,
+  camera: null, wanted: null };  // camera: the one the server sends; wanted: the one chosen here
 
 function wsUrl() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
@@ -43,6 +44,7 @@ function send(message) {
 function onFrame(buffer) {
   const size = new DataView(buffer).getUint32(0);
   const header = JSON.parse(new TextDecoder().decode(new Uint8Array(buffer, 4, size)));
+  if (page.camera !== null && header.camera !== page.camera) return;  // sent before a switch
   const jpeg = new Blob([new Uint8Array(buffer, 4 + size)], { type: "image/jpeg" });
   if (page.lastSeq && header.seq > page.lastSeq + 1) page.droppedPage += header.seq - page.lastSeq - 1;
   page.lastSeq = header.seq;
@@ -52,6 +54,7 @@ function onFrame(buffer) {
   img.onload = () => {
     if (old) URL.revokeObjectURL(old);
     img.dataset.seq = String(header.seq);
+    img.dataset.camera = String(header.camera);
     img.dataset.shown = String(Number(img.dataset.shown) + 1);
   };
   img.src = page.url;
@@ -116,7 +119,9 @@ function showTree(result, seq) {
       const swatch = el("span", "swatch");
       swatch.style.background = labelColour(d.label_index);
       const box = d.box.map((v) => v.toFixed(0)).join(", ");
-      item.append(swatch, el("span", "label", d.label), el("span", "score", d.score.toFixed(2)),
+      item.append(swatch);
+      if (d.track_id) item.append(el("span", "track-id", `#${d.track_id}`));  // --track
+      item.append(el("span", "label", d.label), el("span", "score", d.score.toFixed(2)),
         el("span", "box", `[${box}]`));
       for (const c of d.classifications) item.append(classificationBars(c));
       if (depth < 8 && children.has(d.id)) item.append(build(d.id, depth + 1));
@@ -146,7 +151,36 @@ function onText(message) {
   if (message.type === "state") showState(message.state, true);
   else if (message.type === "prompt") onPromptAnswer(message);
   else if (message.type === "error") showStatus(message.message, false);
+  else if (message.type === "cameras") showCameras(message);
 }
+
+// ----- cameras (the server sends the list only when there is more than one) -------------
+function showCameras(message) {
+  const select = $("camera");
+  const names = [...select.options].map((o) => o.textContent);
+  if (names.join("\n") !== message.cameras.join("\n")) {
+    select.replaceChildren(...message.cameras.map((name, i) => {
+      const option = el("option", "", name);
+      option.value = String(i);
+      return option;
+    }));
+  }
+  select.value = String(message.selected);
+  $("camera-choice").hidden = message.cameras.length < 2;
+  if (page.camera !== message.selected) {
+    page.camera = message.selected;
+    page.lastSeq = 0;  // each camera numbers its own frames
+  }
+  const wanted = page.wanted;  // after a reconnect the server starts on its default again
+  if (wanted !== null && wanted !== message.selected && wanted < message.cameras.length) {
+    send({ cmd: "select_camera", camera: wanted });
+  }
+}
+
+$("camera").addEventListener("change", () => {
+  page.wanted = Number($("camera").value);
+  send({ cmd: "select_camera", camera: page.wanted });
+});
 
 function showState(state, replaceInput) {
   const input = $("prompt");
