@@ -108,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     from . import cli_recordings  # bag and video subcommands, with detect's options
 
     options = partial(_add_model_args, outputs=False)
-    cli_recordings.add_subcommands(sub, cli_recordings.PredictorOptions(options, _settings, _load))
+    cli_recordings.add_subcommands(
+        sub, cli_recordings.PredictorOptions(options, _settings, _load, _tracker)
+    )
     return parser
 
 

@@ -33,6 +33,7 @@ class PredictorOptions:
     add: Callable[[argparse.ArgumentParser], None]  # adds --prompt, --model, --threshold, ...
     settings: Callable[[argparse.Namespace], Any]  # the Settings those options give
     load: Callable[[argparse.Namespace, str, str], Any]  # (args, model, clip) -> TreePredictor
+    tracker: Callable[[Any], Any] = lambda settings: None  # --track: a new CameraTracker
 
 
 def _add_run_args(p: argparse.ArgumentParser, options: PredictorOptions) -> None:
@@ -87,6 +88,22 @@ def _prepare(args):
     return predictor, state
 
 
+def _trackers(args) -> Callable[[str], Any] | None:
+    """--track: one CameraTracker per input topic (frames in recording order), else None."""
+    options = args.predictor_options
+    settings = options.settings(args)
+    if not settings.tracking:
+        return None
+    trackers: dict[str, Any] = {}
+
+    def tracker(camera: str):
+        if camera not in trackers:
+            trackers[camera] = options.tracker(settings)
+        return trackers[camera]
+
+    return tracker
+
+
 def _finish(report: RunReport, output: str) -> int:
     for line in report.lines(output):
         print(line, file=sys.stderr)
@@ -111,6 +128,7 @@ def cmd_bag(args) -> int:
         out = check_output(args.out, args.overwrite)
         jsonl = check_output(args.jsonl, args.overwrite) if args.jsonl else None
         predictor, state = _prepare(args)
+        trackers = _trackers(args)
         types = bag_messages()
         report = RunReport(total=source.count(part))
         options = BagWriterOptions(
@@ -119,6 +137,7 @@ def cmd_bag(args) -> int:
             namespace=args.namespace,
             storage=args.storage,
             jsonl=jsonl,
+            tracking=trackers is not None,
         )
         writer = BagOutput(
             out, source, options, threshold=args.predictor_options.settings(args).threshold
@@ -127,7 +146,11 @@ def cmd_bag(args) -> int:
             run_frames(
                 source.frames(part, types, report, message_to_rgb),
                 lambda image: predictor.predict(image, state),
-                lambda frame, result: writer.write(frame, result, draw_result),
+                lambda frame, result: writer.write(
+                    frame,
+                    trackers(frame.camera.topic).update(result) if trackers else result,
+                    draw_result,
+                ),
                 report,
                 Progress(report.total, args.quiet),
                 write_skipped=writer.copy_input,
@@ -153,13 +176,16 @@ def cmd_video(args) -> int:
         if outputs[0] is not None and outputs[0] == outputs[1]:
             raise RecordingError("--out and --jsonl name the same file")
         predictor, state = _prepare(args)
+        trackers = _trackers(args)  # the video is one camera, frames in order
         report = RunReport(total=source.count(part, selection))
         writer = VideoOutput(outputs[0], outputs[1], source)
         try:
             run_frames(
                 source.frames(part, selection, report),
                 lambda image: predictor.predict(image, state),
-                lambda frame, result: writer.write(frame, result, draw_result),
+                lambda frame, result: writer.write(
+                    frame, trackers("video").update(result) if trackers else result, draw_result
+                ),
                 report,
                 Progress(report.total, args.quiet),
             )

@@ -157,6 +157,7 @@ class BagWriterOptions:
     namespace: str = "/"
     storage: str | None = None  # None: the input's
     jsonl: Path | None = None  # also one JSON line per frame
+    tracking: bool = False  # --track: Detection2D.id carries the track id, as the node's
 
 
 def _qos(name: str):
@@ -239,7 +240,12 @@ class BagOutput:
             info = result_messages.label_info(make, result.tree, self.threshold, info_header)
             self._write(camera, "label_info", ts, info)
             camera.label_info_written = True
-        self._write(camera, "detections", ts, result_messages.detection_array(make, result, header))
+        self._write(
+            camera,
+            "detections",
+            ts,
+            result_messages.detection_array(make, result, header, self.options.tracking),
+        )
         self._write(camera, "tree", ts, result_messages.tree_array(make, result, header))
         classification = result_messages.image_classification(make, result, header)
         if classification is not None:

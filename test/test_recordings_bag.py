@@ -165,3 +165,26 @@ def test_bag_frames_are_decoded_like_the_node(tmp_path):
     assert np.array_equal(message_to_rgb(messages[FRONT][0][1]), scene(0))
     jpeg = message_to_rgb(messages[REAR][0][1]).astype(int)
     assert np.abs(jpeg - scene(7)).mean() < 4
+
+
+def test_bag_track_puts_track_ids_in_the_detections(tmp_path, models, capsys):
+    """--track: one tracker per input topic; Detection2D.id carries the track id as the node's
+    does (empty without --track)."""
+    write_bag(tmp_path / "in", "sqlite3", frames=3, bad_frame=None)
+    argv = ["bag", str(tmp_path / "in"), "--topic", FRONT, "--topic", REAR, "--quiet"]
+    argv += ["--prompt", PROMPT, *models]
+    assert cli.main([*argv, "--out", str(tmp_path / "tracked"), "--track"]) == 0
+    assert cli.main([*argv, "--out", str(tmp_path / "plain")]) == 0
+    capsys.readouterr()
+    tracked, _ = read_bag(tmp_path / "tracked")
+    plain, _ = read_bag(tmp_path / "plain")
+    for camera in ("/front", "/rear"):
+        first = tracked[f"{camera}/detections"][0][1].detections
+        tree = tracked[f"{camera}/tree"][0][1].detections
+        assert first and all(t.track_id >= 1 for t in tree)  # a first frame confirms all
+        assert [d.id for d in first] == [str(t.track_id) for t in tree]
+        for (_, dets), (_, trees) in zip(
+            plain[f"{camera}/detections"], plain[f"{camera}/tree"], strict=True
+        ):  # without --track: the per-frame instance ids, no track ids
+            assert [d.id for d in dets.detections] == [str(t.id) for t in trees.detections]
+            assert all(t.track_id == 0 for t in trees.detections)

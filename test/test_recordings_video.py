@@ -102,3 +102,18 @@ def test_truncated_video_processes_what_is_readable(tmp_path, models, capsys):
     assert "input ended early: " in err and "decoded frames" in err
     done = len(_lines(jsonl))
     assert 0 < done < 60 and f"wrote {done} of 60 frames" in err
+
+
+def test_video_track_gives_ids_across_frames(clip, tmp_path, models, capsys):
+    """--track: the video is one camera; its detections carry track ids (0 without --track)."""
+    limits = ["--max-detections", "6", "--max-regions", "1"]
+    tracked, plain = tmp_path / "tracked.jsonl", tmp_path / "plain.jsonl"
+    argv = ["video", str(clip), "--quiet", "--every", "2"]
+    assert cli.main([*argv, "--jsonl", str(tracked), "--track", *models, *limits]) == 0
+    assert cli.main([*argv, "--jsonl", str(plain), *models, *limits]) == 0
+    capsys.readouterr()
+    frames = [[d["track_id"] for d in line["detections"]] for line in _lines(tracked)]
+    assert frames[0] and all(t >= 1 for t in frames[0])  # a tracker's first frame confirms all
+    assert all(len(set(t for t in ids if t)) == len([t for t in ids if t]) for ids in frames)
+    assert set(frames[0]) & set(frames[1])  # the moving scene keeps some of its tracks
+    assert all(d["track_id"] == 0 for line in _lines(plain) for d in line["detections"])
