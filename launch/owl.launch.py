@@ -30,7 +30,7 @@ from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
 from launch import LaunchDescription
-from ros2_owl.ros.dds import PROFILE_FILE, PROFILE_VARIABLES, large_image_env
+from ros2_owl.ros.dds import PROFILE_FILE, fast_dds_major, large_image_env, profile_variables
 
 STRING_OVERRIDES = ("prompt", "model", "clip_model", "device", "backend")
 LIST_OVERRIDES = ("image_topics", "camera_names", "depth_topics", "camera_info_topics")
@@ -94,12 +94,12 @@ def generate_launch_description() -> LaunchDescription:
     return LaunchDescription(
         [
             *arguments,
-            # Fast DDS 2 (Jazzy) and 3 (Kilted) read the profile from different variables
+            # Fast DDS 2 (Humble, Jazzy) and 3 (Kilted) read the profile from different variables
             *(
                 SetEnvironmentVariable(
                     name, PathJoinSubstitution([share, "config", PROFILE_FILE]), condition=large
                 )
-                for name in PROFILE_VARIABLES
+                for name in profile_variables(fast_dds_major())
             ),
             SetEnvironmentVariable(
                 "ROS_AUTOMATIC_DISCOVERY_RANGE",

@@ -19,7 +19,28 @@ from pathlib import Path
 import pytest
 from fixtures_ros import REPO, _import_rclpy, child_env
 
-__all__ = ["Ros2Cli", "Ros2Process", "ros2_cli"]
+__all__ = ["SERVICE_CALL_UNSUPPORTED", "Ros2Cli", "Ros2Process", "ros2_cli"]
+
+
+def _service_call_unsupported() -> str:
+    """Why `ros2 service call` cannot run here, or "": the extras' ros2service (ros2cli 0.36,
+    rolling) uses `with rclpy.init():`, which needs rclpy >= 8; Jazzy's rclpy 7.1 returns None."""
+    try:
+        import inspect
+
+        import rclpy
+        import ros2service.verb.call as call
+    except ImportError:
+        return ""
+    if "with rclpy.init()" in inspect.getsource(call) and not hasattr(rclpy, "InitContextManager"):
+        return (
+            "this ros2service (rolling ros2cli 0.36) calls `with rclpy.init()`, which this "
+            "rclpy (< 8, e.g. Jazzy's 7.1) does not support"
+        )
+    return ""
+
+
+SERVICE_CALL_UNSUPPORTED = _service_call_unsupported()
 
 
 def _ros2_executable() -> str:

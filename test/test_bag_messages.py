@@ -4,6 +4,7 @@ bytes as rclpy's serialisation of the node's messages."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +18,17 @@ from ros2_owl.prompt import parse_prompt
 from ros2_owl.results import Classification, Detection, LabelScore, TreeResult
 
 REPO = Path(__file__).resolve().parents[1]
-# the real vision_msgs 4.1.1 sources in shared/ (beside the checkout, or beside its worktrees)
+# the real vision_msgs 4.1.1 sources: the extras folder setup.sh was given (ROS2_OWL_EXTRAS, as
+# .ci/run sets it), else shared/ beside the checkout or beside its worktrees
 REAL_VISION_MSGS = next(
     (
-        p / "shared" / "ros2-extras" / "src" / "vision_msgs" / "msg"
-        for p in (REPO.parent, REPO.parent.parent)
-        if (p / "shared" / "ros2-extras").is_dir()
+        extras / "src" / "vision_msgs" / "msg"
+        for extras in (
+            *([Path(os.environ["ROS2_OWL_EXTRAS"])] if os.environ.get("ROS2_OWL_EXTRAS") else []),
+            REPO.parent / "shared" / "ros2-extras",
+            REPO.parent.parent / "shared" / "ros2-extras",
+        )
+        if (extras / "src" / "vision_msgs").is_dir()
     ),
     REPO / "missing",
 )

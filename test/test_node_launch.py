@@ -8,6 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from ros2_owl.ros.dds import (
+    PROFILE_VARIABLE,
+    PROFILE_VARIABLE_FAST_DDS_2,
+    fast_dds_major,
+    profile_variables,
+)
+
 LAUNCH_FILE = Path(__file__).resolve().parents[1] / "launch" / "owl.launch.py"
 
 
@@ -101,9 +108,15 @@ def test_launch_with_all_arguments(ros2_cli, tiny_owlvit_dir, tiny_clip_dir, tmp
     } <= topics, topics
     environ = Path(f"/proc/{_node_pid(proc)}/environ").read_bytes().split(b"\0")
     assert b"ROS_AUTOMATIC_DISCOVERY_RANGE=SYSTEM_DEFAULT" in environ
-    for name in (b"FASTDDS_DEFAULT_PROFILES_FILE=", b"FASTRTPS_DEFAULT_PROFILES_FILE="):
-        profile = [e for e in environ if e.startswith(name)]
-        assert profile and profile[0].endswith(b"share/ros2_owl/config/fastdds_large_shm.xml")
+    # the names this distribution's Fast DDS reads: Kilted's 3.x only the new one (the old one
+    # would make rmw_fastrtps warn that it is deprecated), 2.x (Jazzy) both
+    wanted = profile_variables(fast_dds_major())
+    for name in (PROFILE_VARIABLE, PROFILE_VARIABLE_FAST_DDS_2):
+        profile = [e for e in environ if e.startswith(name.encode() + b"=")]
+        if name in wanted:
+            assert profile and profile[0].endswith(b"share/ros2_owl/config/fastdds_large_shm.xml")
+        else:
+            assert not profile, profile
 
     # Ctrl-C in the terminal: launch and the node both get SIGINT, and launch forwards another
     code = proc.interrupt()
@@ -111,6 +124,8 @@ def test_launch_with_all_arguments(ros2_cli, tiny_owlvit_dir, tiny_clip_dir, tmp
     assert code == 0, out
     assert "process has finished cleanly" in out, out
     assert "process has died" not in out and "Traceback" not in out, out
+    if PROFILE_VARIABLE_FAST_DDS_2 not in wanted:  # Fast DDS 3: no deprecation warning
+        assert PROFILE_VARIABLE_FAST_DDS_2 not in out, out
 
 
 def test_launch_refuses_a_bad_prompt_with_one_line(ros2_cli, tiny_owlvit_dir, tiny_clip_dir):

@@ -13,8 +13,14 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "test" / "fixtures" / "vision_msgs"
 
 
+def _in_our_workspace(path: Path) -> bool:
+    """Whether `path` lies in one of this checkout's colcon workspaces (.ws, .ws-jazzy, ...)."""
+    return any(p.parent == REPO and p.name.startswith(".ws") for p in path.resolve().parents)
+
+
 def _real_share() -> Path:
-    """The share folder of the installed vision_msgs when it is not the fixture built into .ws."""
+    """The share folder of the installed vision_msgs when it is not the fixture built into our
+    workspace."""
     _import_rclpy()
     from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 
@@ -22,7 +28,7 @@ def _real_share() -> Path:
         share = Path(get_package_share_directory("vision_msgs"))
     except PackageNotFoundError:
         share = None
-    if share is None or (REPO / ".ws") in share.resolve().parents:
+    if share is None or _in_our_workspace(share):
         if os.environ.get("ROS2_OWL_REQUIRE_CLI") == "1":
             raise AssertionError(f"the real vision_msgs is not installed (found {share})")
         pytest.skip("only the vision_msgs fixture is installed (no real package to compare)")
@@ -49,12 +55,13 @@ def test_fixture_has_every_real_message_with_the_same_fields():
 
 
 def test_the_imported_vision_msgs_is_the_real_one():
-    """A fixture left in .ws/install would shadow the real package (tools/setup.sh removes it)."""
+    """A fixture left in .ws/install (.ws-jazzy/install) would shadow the real package
+    (tools/setup.sh removes it)."""
     share = _real_share()
     import vision_msgs.msg
 
     module = Path(vision_msgs.msg.__file__).resolve()
-    assert (REPO / ".ws") not in module.parents, module
+    assert not _in_our_workspace(module), module
     fields = vision_msgs.msg.Detection3DArray.get_fields_and_field_types()
     assert fields == {
         "header": "std_msgs/Header",
