@@ -102,21 +102,22 @@ def test_activate_streams_deactivate_stops_and_keeps_the_prompt(managed, ros):
     _detections(ros, "/lifecycle", {"a cat", "a dog"})  # the prompt survived deactivation
 
 
-def test_cleanup_frees_the_models_and_shutdown_ends_in_finalized(managed):
+def test_cleanup_frees_the_models_and_shutdown_ends_in_finalized(managed, ros):
+    from ros2_owl.srv import SetPrompt
+
     cli, proc, _ = managed
     cli.run(f"ros2 lifecycle set {NODE} deactivate")
     assert "Transitioning successful" in cli.run(f"ros2 lifecycle set {NODE} cleanup")
     assert _state(cli) == "unconfigured [1]"
     assert "unconfigured: models freed" in proc.output()
-    # set_prompt while unconfigured: checked (parsed) now, encoded at the next configure
-    ok = cli.run(
-        f"ros2 service call {NODE}/set_prompt ros2_owl/srv/SetPrompt \"{{prompt: '[a mug]'}}\""
-    )
-    assert "success=True" in ok, ok
-    bad = cli.run(
-        f"ros2 service call {NODE}/set_prompt ros2_owl/srv/SetPrompt \"{{prompt: '[a mug'}}\""
-    )
-    assert "success=False" in bad, bad
+    # set_prompt while unconfigured: checked (parsed) now, encoded at the next configure.
+    # Called through rclpy: `ros2 service call` itself is test_node_cli's (it cannot run on
+    # Jazzy's rclpy, see fixtures_cli.SERVICE_CALL_UNSUPPORTED)
+    ok = ros.call(SetPrompt, f"{NODE}/set_prompt", SetPrompt.Request(prompt="[a mug]"))
+    assert ok.success and list(ok.labels) == ["image", "a mug"], ok
+    bad = ros.call(SetPrompt, f"{NODE}/set_prompt", SetPrompt.Request(prompt="[a mug"))
+    assert not bad.success and "column" in bad.message, bad
+    assert cli.run(f"ros2 param get {NODE} prompt").strip() == "String value is: [a mug]"
     assert "Transitioning successful" in cli.run(f"ros2 lifecycle set {NODE} shutdown")
     assert _state(cli) == "finalized [4]"
     out = cli.run(f"ros2 param set {NODE} threshold 0.3", check=False)
