@@ -37,3 +37,18 @@ def test_a_long_module_says_why_in_its_docstring():
         if not re.search(r"\b\d{3} lines\b", doc):
             unexplained.append(f"{path.relative_to(PACKAGE)} ({text.count(chr(10))} lines)")
     assert not unexplained, unexplained
+
+
+def test_readme_layout_names_every_module():
+    """README's Layout table must name each module of the package (by file name)."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    start = readme.index("## Layout")
+    layout = readme[start : readme.index("\n## ", start + 1)]
+    missing = [
+        str(path.relative_to(PACKAGE))
+        for path in _modules()
+        if path.name != "__init__.py"
+        and f"`{path.name}`" not in layout
+        and f"`ros2_owl/{path.relative_to(PACKAGE)}`" not in layout
+    ]
+    assert not missing, missing
