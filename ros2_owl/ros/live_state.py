@@ -47,12 +47,13 @@ class LiveStateMixin:
     def _commit(self, live: Live) -> None:
         """Every change of settings or prompt state lands here; the pipeline reads `_live` once
         per batch and so sees either the old snapshot or the new one."""
-        old = self._live
-        self._live = live
-        if live.state is None or self._phase != "active":
-            return  # label_info goes out at activation
-        if live.state is not old.state or live.settings.threshold != old.settings.threshold:
-            self._publish_label_info()  # LabelInfo carries both
+        with self._prompt_lock:  # transitions, parameters, services and the page, one at a time
+            old = self._live
+            self._live = live
+            if live.state is None or self._phase != "active":
+                return  # label_info goes out at activation
+            if live.state is not old.state or live.settings.threshold != old.settings.threshold:
+                self._publish_label_info()  # LabelInfo carries both
 
     def _prepare(self, s: Settings, reuse: Live | None = None) -> Live:
         """A Live for these settings: encoded when models are loaded, else only parsed."""

@@ -25,6 +25,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.timer import Timer
 from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs.msg import Classification, Detection2DArray, Detection3DArray, LabelInfo
 
@@ -295,7 +296,7 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
     def _stop_frames(self) -> None:
         """No subscription, timer or thread left: an inactive node spends no CPU on frames."""
         for handle in self._while_active:
-            if hasattr(handle, "cancel"):
+            if isinstance(handle, Timer):
                 self.destroy_timer(handle)
             else:
                 self.destroy_subscription(handle)
