@@ -58,7 +58,7 @@ def parameter_type(setting: Setting) -> int:
 
 
 def descriptor(setting: Setting) -> ParameterDescriptor:
-    """The ROS descriptor; rclpy itself then enforces type, range and read-only."""
+    """The ROS descriptor; rclpy itself then enforces type and range (the node, the state)."""
     text = setting.constraints
     if not setting.live:
         text = (text + "; " if text else "") + _CONFIGURE_ONLY
