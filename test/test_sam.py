@@ -85,3 +85,23 @@ def test_mask_box_and_resized_shape():
     assert mask_box(mask) == (7.0, 2.0, 11.0, 5.0)
     assert resized_shape(480, 640, 1024) == (768, 1024)
     assert resized_shape(*np.array([333, 500]).tolist(), 1024) == (682, 1024)
+
+
+def test_onnxruntime_image_encoder_gives_the_torch_masks(tiny_sam_dir, tmp_path):
+    image = load_image(synthetic_scene())
+    torch_seg = SamSegmenter.load(str(tiny_sam_dir))
+    ort_seg = SamSegmenter.load(
+        str(tiny_sam_dir), backend="onnxruntime", artefact_dir=str(tmp_path)
+    )
+    assert ort_seg.encoder.name == "onnxruntime" and torch_seg.encoder.name == "torch"
+    pixels, resized = torch_seg.pixels(image)
+    want = torch_seg.embed(pixels)
+    got = ort_seg.embed(pixels)
+    assert float((want - got).abs().max()) < 1e-4
+    for a, b in zip(
+        torch_seg.segment(image, torch.tensor(BOXES)),
+        ort_seg.segment(image, torch.tensor(BOXES)),
+        strict=True,
+    ):
+        assert _iou(a.mask, b.mask) >= 0.999
+    assert list(tmp_path.rglob("*.onnx"))  # exported once into the artefact cache

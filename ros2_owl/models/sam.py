@@ -10,8 +10,9 @@ Mirrors transformers 5.24's ``SamProcessor`` + ``SamModel`` for box prompts:
   padded square (bilinear), cropped to the resized image, upscaled to the image and thresholded
   at ``mask_threshold`` (``post_process_masks``).
 
-The image encoder is an ``nn.Module`` of its own (``SamImageEncoder``) so the backend mechanism
-can run it like OWL's; the prompt encoder and mask decoder stay in torch (small per box).
+The image encoder is an ``nn.Module`` of its own (``SamImageEncoder``), run through the same
+backend factory as OWL's (torch, or ONNX Runtime: exported, checked against torch and cached
+the same way); the prompt encoder and mask decoder stay in torch (small per box).
 """
 
 from __future__ import annotations
@@ -71,18 +72,31 @@ def mask_box(mask: torch.Tensor) -> tuple[float, float, float, float] | None:
 class SamSegmenter:
     """A loaded SAM checkpoint: image rule, image encoder, and box-prompted mask decoding."""
 
-    def __init__(self, model: nn.Module, mean, std, device: str = "cpu") -> None:
+    def __init__(self, model: nn.Module, mean, std, encoder=None, device: str = "cpu") -> None:
+        from ..backends import TorchImageEncoder
+
         self.model = model
         self.device = torch.device(device)
         self.image_encoder = SamImageEncoder(model)
+        self.encoder = encoder or TorchImageEncoder(self.image_encoder, device)  # a backend
         self.size = self.image_encoder.image_size
         self.mean = torch.tensor(mean, dtype=torch.float32)[:, None, None]
         self.std = torch.tensor(std, dtype=torch.float32)[:, None, None]
 
     @classmethod
-    def load(cls, model_id: str, device: str = "cpu", cache_dir: str | None = None):
-        """Load a SAM checkpoint (hub id or directory); ModelLoadError naming what was tried."""
+    def load(
+        cls,
+        model_id: str,
+        device: str = "cpu",
+        cache_dir: str | None = None,
+        backend: str = "torch",
+        artefact_dir: str | None = None,
+    ):
+        """Load a SAM checkpoint (hub id or directory) with its image encoder on `backend`
+        (torch, onnxruntime); ModelLoadError naming what was tried."""
         import transformers as tf
+
+        from ..backends import make_image_encoder
 
         def load(source: str):
             config = tf.AutoConfig.from_pretrained(source, cache_dir=cache_dir)
@@ -96,7 +110,17 @@ class SamSegmenter:
             return model, images
 
         model, images = load_pretrained("SAM segmentation", model_id, load)
-        return cls(model.to(device).eval(), images.image_mean, images.image_std, device)
+        model = model.to(device).eval()
+        encoder = make_image_encoder(
+            backend,
+            SamImageEncoder(model),
+            model_id=str(model_id),
+            device=device,
+            dtype="float32",
+            cache_dir=artefact_dir,
+            max_batch=1,
+        )
+        return cls(model, images.image_mean, images.image_std, encoder, device)
 
     def pixels(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """[3, H, W] uint8 image -> (normalised padded pixels [1, 3, S, S], resized (h, w))."""
@@ -114,8 +138,7 @@ class SamSegmenter:
 
     def embed(self, pixels: torch.Tensor) -> torch.Tensor:
         """Image embeddings of one frame (computed once, shared by all its boxes)."""
-        with torch.inference_mode():
-            return self.image_encoder(pixels)[0]
+        return self.encoder(pixels)["image_embeddings"].to(self.device)
 
     def mask_logits(
         self,
