@@ -40,6 +40,7 @@ REGION_RESOLUTIONS = ("native", "adaptive")
 TRITON_OWL_MODEL = "owl_image_encoder"
 TRITON_CLIP_MODEL = "clip_image_encoder"
 TRITON_FALLBACKS = ("none", "local")
+TRANSFORM_MISSING = ("untransformed", "skip")
 
 # Input image limits (one definition for the predictor's input check): the model sees at most
 # ~1000 px, so anything larger is a mistake or an attack on the robot's memory.
@@ -489,6 +490,43 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds a depth frame may be older than the colour frame it is paired with.",
         live=False,
         range=(0.0, 10.0),
+    ),
+    # --- robot outputs: RViz, Foxglove, target frame, prompt topic (ros/robot_outputs.py) ------
+    Setting(
+        "publish_markers",
+        False,
+        "Publish markers (visualization_msgs/MarkerArray) for RViz: a box and a label per 3D "
+        "detection (needs depth_topics), ids kept with tracking, DELETEALL on a prompt change.",
+        live=False,
+    ),
+    Setting(
+        "publish_image_annotations",
+        False,
+        "Publish image_annotations (foxglove_msgs/ImageAnnotations) stamped like the input "
+        "image: boxes and 'label score' texts, nested ones too, for Foxglove's image panel.",
+        live=False,
+    ),
+    Setting(
+        "target_frame",
+        "",
+        "Frame that detections_3d and markers are given in (e.g. base_link, map), transformed "
+        "with /tf and /tf_static at the image stamp; '' = the camera's own frame.",
+        live=False,
+    ),
+    Setting(
+        "transform_missing",
+        TRANSFORM_MISSING[0],
+        "When no transform to target_frame exists at a frame's stamp: 'untransformed' publishes "
+        "it in the camera frame, 'skip' publishes no 3D for it; counted in diagnostics.",
+        live=False,
+        choices=TRANSFORM_MISSING,
+    ),
+    Setting(
+        "prompt_topic",
+        "",
+        "std_msgs/String topic that sets the prompt like ~/set_prompt (e.g. 'prompt', for "
+        "Foxglove's Publish panel); answers on ~/prompt_status. '' = none.",
+        live=False,
     ),
 )
 SCHEMA: dict[str, Setting] = {s.name: s for s in SETTINGS}

@@ -5,7 +5,7 @@ pipeline, deactivate stops both (models and prompt stay), cleanup frees the mode
 ends it from any state. With `autostart: true` (the default) the node drives itself to active
 at construction, as a plain node starts. Frames run in ros/pipeline.py, the live state's one write
 path (parameters, services, the page) is ros/live_state.py, diagnostics ros/node_monitoring.py.
-About 430 lines: the state machine's transitions and what each one creates or frees belong
+About 450 lines: the state machine's transitions and what each one creates or frees belong
 together, so a reader sees in one place what every state holds.
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.timer import Timer
@@ -48,6 +48,7 @@ from ros2_owl.ros.live_state import LiveStateMixin, PromptChange
 from ros2_owl.ros.node_monitoring import MonitoringMixin
 from ros2_owl.ros.params import declare_parameters, read_settings
 from ros2_owl.ros.pipeline import FrameOutputs, FramePipeline, Live
+from ros2_owl.ros.robot_hooks import make_robot_outputs, start_detect_service
 from ros2_owl.ros.spatial import DepthInput, subscribe_depth
 from ros2_owl.settings import Settings
 from ros2_owl.srv import RegisterQuery, SetPrompt
@@ -113,6 +114,7 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
         self._previous_stats: dict[int, Any] = {}
         self._guard = CallbackGuard(self.get_logger())  # no callback exception ends spin()
         self._quiet_configure = False  # autostart: main() prints the one line instead
+        self._detect = None  # ~/detect (ros/detect_service.py), made with the other services
         self.last_error = ""
         try:
             declare_parameters(self)
@@ -137,6 +139,7 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
         self.create_service(
             RegisterQuery, "~/register_query", g.service("register_query", self._srv_register_query)
         )
+        self._detect = start_detect_service(self)
 
     def start(self) -> str:
         """configure + activate (autostart); returns why it failed, or '' when active."""
@@ -207,7 +210,9 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
             live = self._prepare(s)
         except (PromptError, ValueError) as exc:
             raise ConfigureError(f"prompt parameter: {caret_message(s.prompt, exc)}") from exc
-        self._outputs = FrameOutputs(tracking=self._make_tracking(s))
+        self._outputs = FrameOutputs(
+            tracking=self._make_tracking(s), robot=make_robot_outputs(self, s, ConfigureError)
+        )
         self.cameras = [self._make_camera(i, t, prefixes[i]) for i, t in enumerate(s.image_topics)]
         self._diag_pub = self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10)
         self._commit(live)
@@ -310,6 +315,10 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
         self._stop_frames()
         if self._outputs.web is not None:
             self._outputs.web.stop()
+        if self._outputs.robot is not None:
+            self._outputs.robot.close()
+        if self._detect is not None:
+            self._detect.frames.clear()
         self._outputs = FrameOutputs()
         for cam in self.cameras:
             for pub in cam.publishers.values():
@@ -353,6 +362,8 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
         for name, (kind, qos) in outputs.items():
             topic_name = output_topic(prefix, name)
             cam.publishers[name] = self.create_lifecycle_publisher(kind, topic_name, qos)
+        if self._outputs.robot is not None:  # markers, image_annotations (opt-in)
+            self._outputs.robot.add_camera(self, cam, output_topic, _OUT_QOS)
         return cam
 
     def _make_tracking(self, s: Settings) -> Tracking | None:
@@ -386,6 +397,8 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
     def _on_frame(self, cam: Camera, msg) -> None:
         now = time.monotonic()
         cam.stats.frame_received(now)
+        if self._detect is not None:  # ~/detect runs on the newest frame, rate limit or not
+            self._detect.frames.put(cam.index, msg)
         rate = self._live.settings.max_rate
         if rate > 0 and now - cam.last_accepted < 1.0 / rate:
             cam.stats.frame_rate_limited()
@@ -399,6 +412,8 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
         if getattr(self, "_pipeline", None) is not None:
             self._pipeline.stop()
             self._pipeline = None
+        if getattr(self, "_detect", None) is not None:
+            self._detect.close()
         web = getattr(self, "_outputs", None) and self._outputs.web
         if web is not None:
             web.stop()
@@ -421,7 +436,9 @@ def main(args: list[str] | None = None) -> int:
                 "unconfigured (autostart: false): waiting for `ros2 lifecycle set "
                 f"{node.get_fully_qualified_name()} configure`"
             )
-        executor = SingleThreadedExecutor()
+        # the node's callbacks share its default (mutually exclusive) group, so they still run
+        # one at a time; only ~/detect's reentrant group runs beside them while it waits
+        executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):

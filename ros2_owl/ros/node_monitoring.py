@@ -47,6 +47,8 @@ class MonitoringMixin:
             extra["active_tracks"] = out.tracking.active_tracks.get(cam.resolved_topic, 0)
         if cam.index in out.depth:
             extra.update(out.depth[cam.index].values())
+        if out.robot is not None:
+            extra.update(out.robot.values(cam.index))
         return extra
 
     def _publish_diagnostics(self) -> None:
