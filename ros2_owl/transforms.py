@@ -194,6 +194,12 @@ class TransformBuffer:
         target, source = target.lstrip("/"), source.lstrip("/")
         if target == source:
             return Transform.identity()
+        try:
+            return self._lookup(target, source, stamp_ns)
+        except TransformError as exc:
+            raise TransformError(f"no transform {source!r} -> {target!r}: {exc}") from None
+
+    def _lookup(self, target: str, source: str, stamp_ns: int) -> Transform:
         with self._lock:
             known = set(self._edges) | {e.parent for e in self._edges.values()}
             for frame in (target, source):
