@@ -14,8 +14,13 @@ import time
 import numpy as np
 import pytest
 from fixtures_ros import RosHarness, RosProcess, _import_rclpy, child_env
-from peers.owl_support import camera_values, image_msg, owl_node_args, scene
-from peers.owl_support import wait_for_service_or_exit
+from peers.owl_support import (
+    camera_values,
+    image_msg,
+    owl_node_args,
+    scene,
+    wait_for_service_or_exit,
+)
 from scipy.spatial.transform import Rotation
 from test_node_spatial import DEPTH_M, H, W, camera_info, depth_msg
 
@@ -44,13 +49,14 @@ class Robot:
         from diagnostic_msgs.msg import DiagnosticArray
         from foxglove_msgs.msg import ImageAnnotations
         from rclpy.qos import qos_profile_sensor_data
-        from ros2_owl.ros.prompt_topic import STATUS_QOS
-        from ros2_owl.ros.tf_listener import DYNAMIC_QOS, STATIC_QOS
         from sensor_msgs.msg import CameraInfo, Image
         from std_msgs.msg import String
         from tf2_msgs.msg import TFMessage
         from vision_msgs.msg import Detection2DArray, Detection3DArray
         from visualization_msgs.msg import MarkerArray
+
+        from ros2_owl.ros.prompt_topic import STATUS_QOS
+        from ros2_owl.ros.tf_listener import DYNAMIC_QOS, STATIC_QOS
 
         self.ros, self.proc, self.stamp = harness, proc, 100
         sensor = qos_profile_sensor_data
