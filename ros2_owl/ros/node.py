@@ -121,10 +121,7 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
             raise StartupError(f"invalid parameter value: {exc}") from exc
         self._live = Live(read_settings(self))
         g = self._guard
-        self.add_on_set_parameters_callback(g.parameters(self._on_set_parameters))
-        self.add_post_set_parameters_callback(
-            g.call("parameter update", self._after_set_parameters)
-        )
+        self._watch_parameters(g)
         if self._live.settings.autostart:
             reason = self.start()
             if reason:
