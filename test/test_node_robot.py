@@ -19,6 +19,7 @@ from peers.owl_support import (
     image_msg,
     owl_node_args,
     scene,
+    wait_for_log,
     wait_for_service_or_exit,
 )
 from scipy.spatial.transform import Rotation
@@ -175,6 +176,9 @@ def test_missing_transform_skips_3d_and_is_counted(robot):
     assert values["target_frame"] == "map"
     assert "optical_unknown" in values["last_transform_problem"]
     assert not [m for m in robot.det3d.messages if m.header.stamp.sec == stamp]
+    line = "no transform 'optical_unknown' -> 'map': frame 'map' is not known"
+    out = wait_for_log(robot.proc, line)
+    assert "published without 3D (repeats muted 5 s)" in out and "Traceback" not in out
     assert robot.proc.alive()
 
 

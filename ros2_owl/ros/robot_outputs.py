@@ -6,6 +6,7 @@ transforms.py). Called by the inference thread for each processed frame; never w
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 from std_msgs.msg import Header
@@ -74,6 +75,8 @@ class RobotOutputs:
         self._marker_ids: dict[int, MarkerIds] = {}
         self._counters: dict[int, _TargetCounters] = {}
         self._lock = threading.Lock()
+        self._logger = node.get_logger()
+        self._warned: dict[int, float] = {}
 
     @property
     def enabled(self) -> bool:
@@ -103,10 +106,20 @@ class RobotOutputs:
                     counters.skipped += 1
                 else:
                     counters.untransformed += 1
+            self._warn_missing(cam_index, str(exc))
             return None if self.skip_missing else msg
         with self._lock:
             counters.transformed += 1
         return transform_detections_3d(msg, transform, self.target_frame)
+
+    def _warn_missing(self, cam_index: int, reason: str, period: float = 5.0) -> None:
+        """One line per camera and `period` seconds: why a frame has no transform."""
+        now = time.monotonic()
+        if now - self._warned.get(cam_index, float("-inf")) < period:
+            return
+        self._warned[cam_index] = now
+        what = "published without 3D" if self.skip_missing else "published untransformed"
+        self._logger.warning(f"camera {cam_index}: {reason}; {what} (repeats muted {period:g} s)")
 
     def frame_done(self, cam, result, header, msg_3d, tracking: bool, key) -> None:
         """Annotations for every frame; markers for a frame that has (transformed) 3D boxes."""
