@@ -77,6 +77,7 @@ class RobotOutputs:
         self._lock = threading.Lock()
         self._logger = node.get_logger()
         self._warned: dict[int, float] = {}
+        self._topics: dict[int, str] = {}  # camera index -> its input topic, for warnings
 
     @property
     def enabled(self) -> bool:
@@ -88,6 +89,7 @@ class RobotOutputs:
             topic = output_topic(cam.prefix, name)
             cam.publishers[name] = node.create_lifecycle_publisher(kind, topic, qos)
         self._marker_ids[cam.index] = MarkerIds()
+        self._topics[cam.index] = cam.resolved_topic or cam.topic
         self._counters[cam.index] = _TargetCounters()
 
     def to_target(self, cam_index: int, msg):
@@ -119,7 +121,8 @@ class RobotOutputs:
             return
         self._warned[cam_index] = now
         what = "published without 3D" if self.skip_missing else "published untransformed"
-        self._logger.warning(f"camera {cam_index}: {reason}; {what} (repeats muted {period:g} s)")
+        topic = self._topics.get(cam_index, f"camera {cam_index}")
+        self._logger.warning(f"{topic}: {reason}; {what} (repeats muted {period:g} s)")
 
     def frame_done(self, cam, result, header, msg_3d, tracking: bool, key) -> None:
         """Annotations for every frame; markers for a frame that has (transformed) 3D boxes."""
