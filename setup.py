@@ -39,7 +39,7 @@ setup(
         "test": ["pytest", "hypothesis", "ruff", "playwright"],
     },
     # the message definitions `ros2-owl bag` writes with, for machines without ROS
-    # (ros2_owl/bag_messages.py looks for them under <prefix>/share/ros2_owl/interfaces)
+    # (ros2_owl/io/bag_messages.py looks for them under <prefix>/share/ros2_owl/interfaces)
     data_files=[
         ("share/ros2_owl/interfaces/ros2_owl/msg", sorted(glob("msg/*.msg"))),
         (

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from fixtures_ros import _import_rclpy
 
-from ros2_owl import result_messages
-from ros2_owl.bag_messages import bag_messages, interface_dir
-from ros2_owl.camera_topics import OUTPUT_TYPES
-from ros2_owl.prompt import parse_prompt
-from ros2_owl.results import Classification, Detection, LabelScore, TreeResult
+from ros2_owl.core.prompt import parse_prompt
+from ros2_owl.core.results import Classification, Detection, LabelScore, TreeResult
+from ros2_owl.io import result_messages
+from ros2_owl.io.bag_messages import bag_messages, interface_dir
+from ros2_owl.io.topics import OUTPUT_TYPES
 
 REPO = Path(__file__).resolve().parents[1]
 # the real vision_msgs 4.1.1 sources: the extras folder setup.sh was given (ROS2_OWL_EXTRAS, as

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from ..settings import PRECISIONS
+from ..core.settings import PRECISIONS
 from .base import BackendError, ImageEncoderBackend
 
 LOG = logging.getLogger(__name__)

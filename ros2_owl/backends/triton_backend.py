@@ -26,7 +26,7 @@ import torch
 
 from ros2_owl.backends.base import BackendError
 from ros2_owl.backends.triton_repo import V2_TYPES
-from ros2_owl.settings import SCHEMA, TRITON_FALLBACKS
+from ros2_owl.core.settings import SCHEMA, TRITON_FALLBACKS
 
 LOG = logging.getLogger(__name__)
 WIRE_BY_V2 = {v: k for k, v in V2_TYPES.items()}

@@ -14,7 +14,7 @@ from rclpy.qos import (
     ReliabilityPolicy,
 )
 
-from ros2_owl.camera_topics import (  # noqa: F401  (re-exported: the node imports them here)
+from ros2_owl.io.topics import (  # noqa: F401  (re-exported: the node imports them here)
     OUTPUTS,
     is_compressed_topic,
     output_prefixes,

@@ -15,12 +15,12 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.parameter import Parameter
 from std_msgs.msg import Header
 
-from ros2_owl.prompt import PromptError, caret_message, parse_prompt
+from ros2_owl.core.prompt import PromptError, caret_message, parse_prompt
+from ros2_owl.core.settings import SCHEMA, Settings, format_label_thresholds
+from ros2_owl.io.images import ImageConversionError, message_to_rgb
 from ros2_owl.ros import messages
-from ros2_owl.ros.convert import ImageConversionError, message_to_rgb
 from ros2_owl.ros.params import validate_parameter
 from ros2_owl.ros.pipeline import Live
-from ros2_owl.settings import SCHEMA, Settings, format_label_thresholds
 from ros2_owl.srv import RegisterQuery, SetPrompt
 
 __all__ = ["LiveStateMixin", "PromptChange"]

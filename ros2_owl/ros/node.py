@@ -17,7 +17,6 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import rclpy
@@ -29,10 +28,10 @@ from rclpy.timer import Timer
 from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs.msg import Classification, Detection2DArray, Detection3DArray, LabelInfo
 
-from ros2_owl.backends.triton_backend import triton_options
+from ros2_owl.core.predictor import TreePredictor
+from ros2_owl.core.prompt import PromptError, caret_message
+from ros2_owl.core.settings import Settings
 from ros2_owl.msg import TreeDetectionArray
-from ros2_owl.predictor import TreePredictor
-from ros2_owl.prompt import PromptError, caret_message
 from ros2_owl.ros.cameras import (
     Camera,
     input_qos,
@@ -40,18 +39,14 @@ from ros2_owl.ros.cameras import (
     output_prefixes,
     output_topic,
 )
-from ros2_owl.ros.diagnostics import (
-    CameraStats,
-)
 from ros2_owl.ros.guard import CallbackGuard, one_line
 from ros2_owl.ros.live_state import LiveStateMixin, PromptChange
 from ros2_owl.ros.node_monitoring import MonitoringMixin
 from ros2_owl.ros.params import declare_parameters, read_settings
 from ros2_owl.ros.pipeline import FrameOutputs, FramePipeline, Live
 from ros2_owl.ros.spatial import DepthInput, subscribe_depth
-from ros2_owl.settings import Settings
+from ros2_owl.runtime.session import FrameSession, load_predictor
 from ros2_owl.srv import RegisterQuery, SetPrompt
-from ros2_owl.tracking import Tracking, TrackingConfig
 
 __all__ = ["OwlNode", "PromptChange", "StartupError", "main"]
 
@@ -95,7 +90,7 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
     def __init__(self, *, predictor: TreePredictor | None = None, **node_kwargs: Any):
         super().__init__("owl_node", **node_kwargs)
         self._given_predictor = predictor
-        self.predictor: TreePredictor | None = None
+        self.session: FrameSession | None = None  # the frame path: predictor, prompt, tracker
         self.cameras: list[Camera] = []
         self._pipeline: FramePipeline | None = None
         self._outputs = FrameOutputs()
@@ -106,8 +101,8 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
         self._pending: Live | None = None
         self._prepared: Live | None = None  # encoded by apply_prompt, reused by on-set
         self._prompt_lock = threading.RLock()  # one prompt write at a time (service, page, params)
-        # image encoders may not be re-entrant (one TensorRT execution context): the pipeline's
-        # predict and a query registration on the executor thread take turns
+        # image encoders may not be re-entrant (one TensorRT execution context): the session's
+        # inference and a query registration on the executor thread take turns
         self._encoder_lock = threading.Lock()
         self._warn_times: dict[str, float] = {}
         self._previous_stats: dict[int, Any] = {}
@@ -156,6 +151,11 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
         return self._live
 
     @property
+    def predictor(self) -> TreePredictor | None:
+        """The configured session's predictor (None while unconfigured)."""
+        return self.session.predictor if self.session is not None else None
+
+    @property
     def settings(self) -> Settings:
         return self._live.settings
 
@@ -194,20 +194,12 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
             prefixes = output_prefixes(s.image_topics, s.camera_names)
         except ValueError as exc:
             raise ConfigureError(str(exc)) from exc
-        self.predictor = self._given_predictor or self._load_predictor(s)
-        problem = self.predictor.config_problem(s.predictor_config())
-        if problem:  # e.g. region_resolution adaptive with backend triton
-            raise ConfigureError(f"invalid parameters: {problem}")
-        if s.queries_file and Path(s.queries_file).exists():
-            try:
-                self.predictor.load_queries(s.queries_file)
-            except Exception as exc:
-                raise ConfigureError(f"queries_file {s.queries_file}: {exc}") from exc
+        self.session = self._make_session(s)
         try:
             live = self._prepare(s)
         except (PromptError, ValueError) as exc:
             raise ConfigureError(f"prompt parameter: {caret_message(s.prompt, exc)}") from exc
-        self._outputs = FrameOutputs(tracking=self._make_tracking(s))
+        self._outputs = FrameOutputs()
         self.cameras = [self._make_camera(i, t, prefixes[i]) for i, t in enumerate(s.image_topics)]
         self._diag_pub = self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10)
         self._commit(live)
@@ -227,10 +219,9 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
     def _activate(self) -> None:
         s, g = self._live.settings, self._guard
         self._pipeline = FramePipeline(
-            self.predictor,
+            self.session,
             self.cameras,
             lambda: self._live,
-            self._encoder_lock,
             self._warn_throttled,
             self._outputs,
             self.context.ok,
@@ -318,34 +309,40 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
         if self._diag_pub is not None:
             self.destroy_lifecycle_publisher(self._diag_pub)
             self._diag_pub = None
-        self.predictor = None
+        self.session = None
         self._previous_stats.clear()
         self._commit(Live(self._live.settings))  # drops the encoded state, keeps the settings
         self._phase = "unconfigured"
         _release_freed_memory()
 
     # ----- configure pieces -------------------------------------------------------------------
-    def _load_predictor(self, s: Settings) -> TreePredictor:
+    def _make_session(self, s: Settings) -> FrameSession:
+        """The frame path of these settings: models (or the given predictor), queries, tracker."""
         try:
-            return TreePredictor.from_pretrained(
-                model=s.model,
-                clip_model=s.clip_model or None,
-                device=s.device,
-                dtype=s.dtype,
-                backend=s.backend,
-                config=s.predictor_config(),
-                cache_dir=s.cache_dir or None,
-                precision=s.precision,
-                triton=triton_options(s),
-            )
+            predictor = self._given_predictor or load_predictor(s)
         except Exception as exc:  # ModelLoadError, BackendError, torch errors
             raise ConfigureError(f"could not load the models: {one_line(exc, 2000)}") from exc
+        problem = predictor.config_problem(s.predictor_config())
+        if problem:  # e.g. region_resolution adaptive with backend triton
+            raise ConfigureError(f"invalid parameters: {problem}")
+        try:
+            session = FrameSession(predictor, s, lock=self._encoder_lock)
+        except ImportError as exc:  # tracking without supervision
+            raise ConfigureError(str(exc)) from exc
+        try:
+            session.load_queries(missing_ok=True)  # register_query creates the file
+        except Exception as exc:
+            raise ConfigureError(f"queries_file {s.queries_file}: {exc}") from exc
+        return session
 
     def _make_camera(self, index: int, topic: str, prefix: str) -> Camera:
         """A camera's lifecycle publishers (its subscriptions come at activate)."""
         s = self._live.settings
-        cam = Camera(index, topic, prefix, is_compressed_topic(topic), CameraStats(topic))
-        cam.resolved_topic = cam.stats.topic = self.resolve_topic_name(topic)
+        resolved = self.resolve_topic_name(topic)
+        stats = self.session.camera_stats(resolved)
+        cam = Camera(
+            index, topic, prefix, is_compressed_topic(topic), stats, resolved_topic=resolved
+        )
         outputs = dict(_OUTPUTS)
         if s.depth_topics:
             outputs["detections_3d"] = (Detection3DArray, _OUT_QOS)
@@ -354,21 +351,6 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
             topic_name = output_topic(prefix, name)
             cam.publishers[name] = self.create_lifecycle_publisher(kind, topic_name, qos)
         return cam
-
-    def _make_tracking(self, s: Settings) -> Tracking | None:
-        """Track ids per camera when `tracking` is on (imports the tracker library here)."""
-        if not s.tracking:
-            return None
-        config = TrackingConfig(
-            max_missed_frames=s.track_max_missed_frames,
-            classification_smoothing=s.classification_smoothing,
-        )
-        try:
-            return Tracking(config)
-        except ImportError as exc:
-            raise ConfigureError(
-                f"tracking: true needs supervision ({exc}); pip install 'supervision>=0.30,<0.31'"
-            ) from exc
 
     def _start_web(self, s: Settings) -> None:
         """The live page (opt-in web_port) on every camera; pages start on web_camera."""

@@ -42,9 +42,10 @@ class MonitoringMixin:
     def _camera_extras(self, cam: Camera) -> dict:
         """Tracking and depth counters of one camera for its diagnostics status."""
         extra: dict = {}
+        tracking = self.session.tracking if self.session is not None else None
+        if tracking is not None:
+            extra["active_tracks"] = tracking.active_tracks.get(cam.resolved_topic, 0)
         out = self._outputs
-        if out.tracking is not None:
-            extra["active_tracks"] = out.tracking.active_tracks.get(cam.resolved_topic, 0)
         if cam.index in out.depth:
             extra.update(out.depth[cam.index].values())
         return extra

@@ -9,19 +9,19 @@ snapshot per batch, which only the node's commit path replaces.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ros2_owl.draw import draw_result
-from ros2_owl.predictor import PredictorConfig, PromptState, TreePredictor
+from ros2_owl.core.draw import draw_result
+from ros2_owl.core.predictor import PredictorConfig, PromptState
+from ros2_owl.core.settings import Settings
+from ros2_owl.io.images import ImageConversionError, message_to_rgb
 from ros2_owl.ros import messages
 from ros2_owl.ros.cameras import Camera, Mailbox
-from ros2_owl.ros.convert import ImageConversionError, message_to_rgb, rgb_to_image_msg
+from ros2_owl.ros.messages import rgb_to_image_msg
 from ros2_owl.ros.spatial import DepthInput, detection_3d_array
-from ros2_owl.settings import Settings
-from ros2_owl.tracking import Tracking
+from ros2_owl.runtime.session import FrameSession, ProcessedFrame, SessionFrame
 
 __all__ = ["FrameOutputs", "FramePipeline", "Live"]
 
@@ -43,7 +43,6 @@ class Live:
 class FrameOutputs:
     """What a processed frame feeds besides its camera's publishers (each one optional)."""
 
-    tracking: Tracking | None = None
     depth: dict[int, DepthInput] = field(default_factory=dict)  # camera index -> depth input
     web: Any = None  # ros.web_bridge.WebBridge when the live page is on
 
@@ -88,18 +87,16 @@ class FramePipeline:
 
     def __init__(
         self,
-        predictor: TreePredictor,
+        session: FrameSession,
         cameras: list[Camera],
         live: Callable[[], Live],
-        encoder_lock: threading.Lock,
         warn: Callable[[Camera, str], None],
         outputs: FrameOutputs,
         context_ok: Callable[[], bool] = lambda: True,
     ):
-        self._predictor = predictor
+        self._session = session  # its lock is shared with query registration on the executor
         self._cameras = len(cameras)
         self._live = live
-        self._encoder_lock = encoder_lock  # shared with query registration on the executor
         self._warn = warn
         self._outputs = outputs
         self._context_ok = context_ok  # False once Ctrl-C shut the context down
@@ -143,44 +140,27 @@ class FramePipeline:
         frames = []
         for item in items:
             try:
-                frames.append((item, message_to_rgb(item.msg)))
+                image = message_to_rgb(item.msg)
             except ImageConversionError as exc:
                 item.camera.stats.frame_bad(str(exc))
                 self._warn(item.camera, f"dropped a bad frame: {exc}")
+                continue
+            frames.append((item, SessionFrame(item.camera.resolved_topic, image, item.received)))
         if not frames:
             return
-        t0 = time.monotonic()
-        try:
-            with self._encoder_lock:
-                results = self._predictor.predict_batch(
-                    [image for _, image in frames], [live.state] * len(frames), live.config
-                )
-        except ValueError:  # ImageError: one image is refused; run them one by one to say which
-            for item, image in frames:
-                self._process_one(item, image, live)
-            return
-        inference_ms = (time.monotonic() - t0) * 1000.0
-        for (item, image), result in zip(frames, results, strict=True):
-            self._publish(item, image, result, inference_ms, live)
+        done = self._session.process([f for _, f in frames], live.state, live.config)
+        for (item, _), processed in zip(frames, done, strict=True):
+            if processed.result is None:  # the predictor refused this image (counted)
+                self._warn(item.camera, f"dropped a bad frame: {processed.error}")
+            else:
+                self._publish(item, processed, live)
 
-    def _process_one(self, item, image, live: Live) -> None:
-        t0 = time.monotonic()
-        try:
-            with self._encoder_lock:
-                result = self._predictor.predict(image, live.state, live.config)
-        except ValueError as exc:  # ImageError: the predictor refuses this image
-            item.camera.stats.frame_bad(str(exc))
-            self._warn(item.camera, f"dropped a bad frame: {exc}")
-            return
-        self._publish(item, image, result, (time.monotonic() - t0) * 1000.0, live)
-
-    def _publish(self, item, image, result, inference_ms: float, live: Live) -> None:
-        """One camera's outputs; its latency runs from its own frame's arrival."""
+    def _publish(self, item, processed: ProcessedFrame, live: Live) -> None:
+        """One camera's outputs (the session counted the frame done)."""
         cam, header, out = item.camera, item.msg.header, self._outputs
+        result, image = processed.result, processed.frame.image
         pubs = cam.publishers
-        tracking = out.tracking is not None
-        if tracking:
-            result = out.tracking.update(cam.resolved_topic, result)
+        tracking = self._session.tracking is not None
         pubs["detections"].publish(messages.detection_array(result, header, tracking))
         depth = out.depth.get(cam.index)
         if depth is not None:  # unpaired frames are only counted by the depth input
@@ -195,10 +175,8 @@ class FramePipeline:
         annotated = pubs["annotated_image"]
         if live.settings.publish_annotated and annotated.get_subscription_count() > 0:
             self._drawings.put(_Drawing(cam, image, result, header))
-        now = time.monotonic()
-        cam.stats.frame_done((now - item.received) * 1000.0, inference_ms, now)
         if out.web is not None:  # O(1): the page draws and sends on its own threads
-            out.web.frame_done(cam, image, result, item.received, inference_ms)
+            out.web.frame_done(cam, image, result, item.received, processed.inference_ms)
 
     # ----- drawing thread ---------------------------------------------------------------------
     def _draw(self) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ros2_owl.results import TreeResult
+from ros2_owl.core.results import TreeResult
 from ros2_owl.web.control import PromptOutcome, PromptView, prompt_view
 from ros2_owl.web.server import FrameStats, ServerConfig, WebServer
 

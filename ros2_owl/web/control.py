@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..predictor import PredictorConfig, PromptState, TreePredictor
-from ..prompt import PromptError
+from ..core.predictor import PredictorConfig, PromptState, TreePredictor
+from ..core.prompt import PromptError
 
 __all__ = [
     "LabelThreshold",

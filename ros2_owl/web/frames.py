@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ..draw import draw_result
-from ..results import TreeResult
+from ..core.draw import draw_result
+from ..core.results import TreeResult
 from .protocol import pack_frame
 
 __all__ = ["CameraFrames", "Frame", "FrameStats", "render_frame"]

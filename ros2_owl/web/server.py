@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from ..results import TreeResult
+from ..core.results import TreeResult
 from .control import PromptControl
 from .frames import CameraFrames, Frame, FrameStats, render_frame
 from .protocol import (

@@ -2,7 +2,7 @@
 
 This module is the public face: `parse_prompt`, `Tree` (NanoOWL's dict, JSON, a canonical
 prompt), `tree_from_dict`, and the rules a tree must meet to run (`check_runnable`). The
-grammar itself (scanner, label rules, limits) is ros2_owl.prompt_parser; its types are
+grammar itself (scanner, label rules, limits) is ros2_owl.core.prompt_parser; its types are
 re-exported here.
 """
 

@@ -4,7 +4,7 @@
 current region among its labels, and groups written after a label run on that label's regions.
 Label numbering and node order match NanoOWL's `Tree.from_prompt`; everything NanoOWL accepts
 silently or crashes on is a PromptError with a 0-based column. Grammar: README, "The tree
-prompt language". The public API (parse_prompt, Tree) is ros2_owl.prompt.
+prompt language". The public API (parse_prompt, Tree) is ros2_owl.core.prompt.
 """
 
 from __future__ import annotations

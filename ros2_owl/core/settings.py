@@ -440,7 +440,7 @@ SETTINGS: tuple[Setting, ...] = (
         live=False,
     ),
     Setting("web_max_viewers", 4, "Most pages open at once.", live=False, range=(1, 100)),
-    # --- track ids across frames (ros2_owl/tracking.py) -----------------------------------------
+    # --- track ids across frames (ros2_owl/core/tracking.py) -----------------------------------------
     Setting(
         "tracking",
         False,
@@ -466,7 +466,7 @@ SETTINGS: tuple[Setting, ...] = (
         range=(0.0, 0.99),
         cli=True,
     ),
-    # --- 3D from depth (ros2_owl/depth.py) ------------------------------------------------------
+    # --- 3D from depth (ros2_owl/core/depth.py) ------------------------------------------------------
     Setting(
         "depth_topics",
         (),

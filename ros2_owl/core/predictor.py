@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .backends import ImageEncoderBackend, make_image_encoder
-from .backends.triton_backend import TritonOptions, TritonTarget
+from ..backends import ImageEncoderBackend, make_image_encoder
+from ..backends.triton_backend import TritonOptions, TritonTarget
+from ..models import LabelTooLongError
+from ..models.clip import NEUTRAL_PROMPT, ClipModel
+from ..models.owl import Candidates, DetectJob, OwlModel
 from .boxes import batched_nms
-from .models import LabelTooLongError
-from .models.clip import NEUTRAL_PROMPT, ClipModel
-from .models.owl import Candidates, DetectJob, OwlModel
 from .preprocess import image_size, load_image
 from .prompt import CLASSIFY, DETECT, Label, PromptError, Tree, check_runnable, parse_prompt
 from .queries import QueryStore, ReferenceQuery, check_query_name

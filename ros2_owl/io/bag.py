@@ -17,8 +17,8 @@ import numpy as np
 from . import result_messages
 from .bag_messages import BagMessages, bag_messages
 from .bag_salvage import open_salvage
-from .camera_topics import OUTPUT_QOS, OUTPUT_TYPES, output_prefixes, resolve_topic
 from .recordings import JsonLines, RecordingError, RunReport, Slice
+from .topics import OUTPUT_QOS, OUTPUT_TYPES, output_prefixes, resolve_topic
 
 __all__ = ["IMAGE_TYPES", "BagInput", "BagOutput", "BagWriterOptions", "open_input"]
 

@@ -12,7 +12,7 @@ import numpy as np
 
 __all__ = ["BagMessages", "InterfaceNotFoundError", "bag_messages", "interface_dir"]
 
-_REPO = Path(__file__).resolve().parent.parent
+_REPO = Path(__file__).resolve().parents[2]
 # Where a checkout keeps the .msg files when no installed copy is found (pip users get the
 # same files installed under <prefix>/share/ros2_owl/interfaces by setup.py).
 _CHECKOUT_DIRS = {
