@@ -39,6 +39,7 @@ from .queries import QueryStore, ReferenceQuery, check_query_name
 from .region_resolution import RegionEncoders
 from .results import Classification, Detection, LabelScore, TreeResult
 from .settings import DEFAULT_CLIP, DEFAULT_MODEL, PredictorConfig, check_fraction
+from .thresholds import resolve
 
 Box = tuple[float, float, float, float]
 
@@ -56,6 +57,7 @@ class PromptState:
     neutral_text: torch.Tensor | None = None  # [1, D] CLIP embedding of NEUTRAL_PROMPT
 
     def threshold(self, label_index: int, config: PredictorConfig) -> float:
+        """Rule 4 of core/thresholds.py: labels no earlier rule chose use the frame's config."""
         if label_index in self.explicit:
             return self.thresholds[label_index]
         return float(config.threshold)
@@ -220,14 +222,12 @@ class TreePredictor:
             self.config.threshold if threshold is None else threshold, "threshold"
         )
         overrides = dict(label_thresholds or {})
-        thresholds = tree.detect_thresholds(default, overrides)  # validates the values
-        explicit = frozenset(
-            i
-            for i in thresholds
-            if threshold is not None
-            or tree.labels[i].threshold is not None
-            or tree.labels[i].text in overrides
-        )
+        tree.detect_thresholds(default, overrides)  # validates the values
+        chosen = {
+            i: resolve(tree.labels[i], default, overrides, threshold) for i in tree.detect_labels()
+        }
+        thresholds = {i: value for i, (value, _) in chosen.items()}
+        explicit = frozenset(i for i, (_, fixed) in chosen.items() if fixed)
         try:
             detect_queries = self._detect_queries(tree)
             classify_texts, neutral = self._classify_texts(tree)

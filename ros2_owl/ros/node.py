@@ -23,20 +23,18 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.timer import Timer
 from sensor_msgs.msg import CompressedImage, Image
-from vision_msgs.msg import Classification, Detection2DArray, Detection3DArray, LabelInfo
 
 from ros2_owl.core.predictor import TreePredictor
 from ros2_owl.core.prompt import PromptError, caret_message
 from ros2_owl.core.settings import Settings
-from ros2_owl.msg import TreeDetectionArray
 from ros2_owl.ros.cameras import (
     Camera,
     input_qos,
     is_compressed_topic,
     output_prefixes,
+    output_publishers,
     output_topic,
 )
 from ros2_owl.ros.guard import CallbackGuard, one_line
@@ -50,17 +48,6 @@ from ros2_owl.srv import RegisterQuery, SetPrompt
 
 __all__ = ["OwlNode", "PromptChange", "StartupError", "main"]
 
-_OUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-_LATCHED_QOS = QoSProfile(
-    depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
-)
-_OUTPUTS = {
-    "detections": (Detection2DArray, _OUT_QOS),
-    "tree": (TreeDetectionArray, _OUT_QOS),
-    "classification": (Classification, _OUT_QOS),
-    "label_info": (LabelInfo, _LATCHED_QOS),
-    "annotated_image": (Image, QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)),
-}
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
 
@@ -343,9 +330,8 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
         cam = Camera(
             index, topic, prefix, is_compressed_topic(topic), stats, resolved_topic=resolved
         )
-        outputs = dict(_OUTPUTS)
+        outputs = output_publishers(with_depth=bool(s.depth_topics))
         if s.depth_topics:
-            outputs["detections_3d"] = (Detection3DArray, _OUT_QOS)
             self._outputs.depth[index] = DepthInput(s.depth_tolerance)
         for name, (kind, qos) in outputs.items():
             topic_name = output_topic(prefix, name)

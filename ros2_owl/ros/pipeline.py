@@ -18,10 +18,11 @@ from ros2_owl.core.predictor import PredictorConfig, PromptState
 from ros2_owl.core.settings import Settings
 from ros2_owl.io.images import ImageConversionError, message_to_rgb
 from ros2_owl.ros import messages
-from ros2_owl.ros.cameras import Camera, Mailbox
+from ros2_owl.ros.cameras import Camera
 from ros2_owl.ros.messages import rgb_to_image_msg
 from ros2_owl.ros.spatial import DepthInput, detection_3d_array
 from ros2_owl.runtime.session import FrameSession, ProcessedFrame, SessionFrame
+from ros2_owl.runtime.slots import NewestSlots
 
 __all__ = ["FrameOutputs", "FramePipeline", "Live"]
 
@@ -48,38 +49,18 @@ class FrameOutputs:
 
 
 @dataclass
+class _WaitingFrame:
+    camera: Camera
+    msg: Any
+    received: float  # time.monotonic() when the callback ran
+
+
+@dataclass
 class _Drawing:
     camera: Camera
     image: Any
     result: Any
     header: Any
-
-
-class _LatestDrawing:
-    """One slot per camera for the drawing thread: a newer result replaces an undrawn one."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._slots: dict[int, _Drawing] = {}
-        self._closed = False
-
-    def put(self, item: _Drawing) -> None:
-        with self._cond:
-            self._slots[item.camera.index] = item
-            self._cond.notify()
-
-    def take(self) -> _Drawing | None:
-        with self._cond:
-            self._cond.wait_for(lambda: self._slots or self._closed)
-            if self._closed:
-                return None
-            return self._slots.pop(next(iter(self._slots)))
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._slots.clear()
-            self._cond.notify_all()
 
 
 class FramePipeline:
@@ -100,8 +81,8 @@ class FramePipeline:
         self._warn = warn
         self._outputs = outputs
         self._context_ok = context_ok  # False once Ctrl-C shut the context down
-        self._mailbox = Mailbox()
-        self._drawings = _LatestDrawing()
+        self._waiting: NewestSlots[_WaitingFrame] = NewestSlots()  # camera index -> newest
+        self._drawings: NewestSlots[_Drawing] = NewestSlots()  # a newer result replaces one
         self._stopping = threading.Event()
         self._threads = [
             threading.Thread(target=self._work, name="owl_inference", daemon=True),
@@ -112,12 +93,13 @@ class FramePipeline:
 
     def post(self, cam: Camera, msg, received: float) -> None:
         """Executor thread: hand a frame over; replaces the camera's unprocessed one."""
-        self._mailbox.put(cam, msg, received)
+        if self._waiting.put(cam.index, _WaitingFrame(cam, msg, received), received):
+            cam.stats.frame_dropped()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Drop waiting frames and end both threads (a batch in flight finishes first)."""
         self._stopping.set()
-        self._mailbox.close()
+        self._waiting.close()
         self._drawings.close()
         for thread in self._threads:
             if thread.is_alive() and thread is not threading.current_thread():
@@ -125,7 +107,7 @@ class FramePipeline:
 
     # ----- inference thread -------------------------------------------------------------------
     def _work(self) -> None:
-        while items := self._mailbox.take_batch(self._cameras):
+        while items := self._waiting.take_batch(self._cameras):
             try:
                 self._process_batch(items)
             except Exception as exc:  # never let one batch kill the worker
@@ -174,7 +156,7 @@ class FramePipeline:
             pubs["classification"].publish(classification)
         annotated = pubs["annotated_image"]
         if live.settings.publish_annotated and annotated.get_subscription_count() > 0:
-            self._drawings.put(_Drawing(cam, image, result, header))
+            self._drawings.put(cam.index, _Drawing(cam, image, result, header))
         if out.web is not None:  # O(1): the page draws and sends on its own threads
             out.web.frame_done(cam, image, result, item.received, processed.inference_ms)
 
