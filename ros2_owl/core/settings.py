@@ -36,6 +36,7 @@ PRECISIONS = ("fp32", "allow-reduced")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 SCORING_MODES = ("independent", "exclusive")
 REGION_RESOLUTIONS = ("native", "adaptive")
+SAM_BACKENDS = ("torch", "onnxruntime")
 # backend "triton": the served model names `build-engine --triton-repo` writes
 TRITON_OWL_MODEL = "owl_image_encoder"
 TRITON_CLIP_MODEL = "clip_image_encoder"
@@ -255,6 +256,22 @@ SETTINGS: tuple[Setting, ...] = (
         DEFAULT_CLIP,
         "CLIP hub id or local directory for classify groups ('' = none; loaded at configure).",
         live=False,
+        cli=True,
+    ),
+    Setting(
+        "sam_model",
+        "",
+        "SAM hub id or local directory for instance masks of labels marked {mask}, e.g. "
+        "facebook/sam-vit-base ('' = none; loaded at configure).",
+        live=False,
+        cli=True,
+    ),
+    Setting(
+        "sam_backend",
+        "torch",
+        "Backend of SAM's image encoder: torch, or onnxruntime (exported and cached like OWL's).",
+        live=False,
+        choices=SAM_BACKENDS,
         cli=True,
     ),
     Setting("device", "cpu", "Torch device, e.g. 'cpu' or 'cuda:0'.", live=False, cli=True),
