@@ -65,6 +65,7 @@ class LiveStateMixin:
         if reuse is not None and reuse.state is not None and reuse.key == key:
             state = reuse.state
         else:
+            self.session.check_masks(s.prompt)
             state = self.predictor.prepare(s.prompt, label_thresholds=s.label_threshold_map())
         return Live(s, state, s.predictor_config(), key)
 

@@ -185,13 +185,18 @@ class FrameSession:
 
     def prepare(self, prompt: str) -> PromptState:
         """Encode `prompt` with the settings' per-label thresholds (it does not replace .state)."""
+        self.check_masks(prompt)
+        thresholds = self.settings.label_threshold_map()
+        return self.predictor.prepare(prompt, label_thresholds=thresholds)
+
+    def check_masks(self, prompt: str) -> None:
+        """ValueError when the prompt marks labels {mask} and no segmenter is loaded (every
+        front end's prompt change asks this before encoding)."""
         if self.segmenter is None and parse_prompt(prompt).mask_labels():
             raise ValueError(
                 "the prompt marks labels {mask} but no SAM model is loaded: set sam_model "
                 "(e.g. facebook/sam-vit-base), or remove {mask}"
             )
-        thresholds = self.settings.label_threshold_map()
-        return self.predictor.prepare(prompt, label_thresholds=thresholds)
 
     def camera_stats(self, camera: str) -> CameraStats:
         """The counters of one camera (created on first use)."""
