@@ -40,6 +40,8 @@ sys.path.insert(0, str(REPO))
 
 from bench_common import camera_scene  # noqa: E402
 
+from ros2_owl.backends.cuda_graphs import CudaGraphEncoder  # noqa: E402
+
 FLAT_PROMPT = "[a person, a car, a dog]"
 TREE_PROMPT = "[a person [a face, a hand] (standing, sitting)]"
 BATCHES = (1, 2, 4, 8)
@@ -124,44 +126,11 @@ def versions(device: torch.device) -> dict[str, str]:
     return info
 
 
-class GraphedEncoder:
-    """The encoder module replayed from CUDA graphs, one captured graph per batch size."""
-
-    name = "torch cuda-graphs"
-
-    def __init__(self, module: torch.nn.Module, dtype: torch.dtype) -> None:
-        self.module, self.dtype = module, dtype
-        self.output_names = tuple(module.output_names)
-        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, tuple]] = {}
-
-    def _capture(self, x: torch.Tensor):
-        static_x = x.clone()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), torch.no_grad():
-            for _ in range(3):
-                self.module(static_x)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph), torch.no_grad():
-            outputs = self.module(static_x)
-        return graph, static_x, outputs
-
-    def __call__(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = pixel_values.to(dtype=self.dtype)
-        batch = x.shape[0]
-        if batch not in self.graphs:
-            self.graphs[batch] = self._capture(x)
-        graph, static_x, outputs = self.graphs[batch]
-        static_x.copy_(x)
-        graph.replay()
-        return {n: t.float() for n, t in zip(self.output_names, outputs, strict=True)}
-
-
-def encoder_section(rep, module, size, device, dtype, iters, budget, batches) -> None:
+def encoder_section(rep, encoder, size, device, iters, budget, batches) -> None:
     """Eager vs CUDA graphs vs torch.compile (CUDA only: minutes of compiling on a CPU)."""
+    module, dtype = encoder.module, encoder.dtype
     rep.say(f"\n== image encoder {type(module).__name__} @{size}, {dtype}")
-    graphed = GraphedEncoder(module, dtype) if device.type == "cuda" else None
+    graphed = CudaGraphEncoder(encoder, max(batches)) if device.type == "cuda" else None
     compiled = None
     for batch in batches:
         x = torch.randn(batch, 3, size, size, device=device, dtype=dtype)
@@ -322,11 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     flat, tree = load_predictors(args.dry_run, device, dtype_name, cache)
     rep.say(f"models ready in {time.perf_counter() - start:.1f} s ({flat.owl.info.model_id})")
-    module = flat.owl_encoder.module
-    dtype = flat.owl_encoder.dtype
     size = flat.owl.info.image_size
-    encoder_section(rep, module, size, device, dtype, iters, budget, batches)
-    graphed = GraphedEncoder(module, dtype) if device.type == "cuda" else None
+    encoder_section(rep, flat.owl_encoder, size, device, iters, budget, batches)
+    graphed = CudaGraphEncoder(flat.owl_encoder, max(batches)) if device.type == "cuda" else None
     end_to_end_section(rep, flat, device, iters, graphed)
     cameras_section(rep, flat, device, iters, graphed, batches)
     tree_section(rep, tree, device, max(2, iters // 4))

@@ -55,6 +55,14 @@ def tiny_clip_dir(model_cache_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_sam_dir(model_cache_dir: Path) -> Path:
+    """Tiny random SAM (vision 32 wide, 2 layers, 128 px, patch 16) saved with save_pretrained."""
+    from ros2_owl.demo.random_models import ensure_random_model
+
+    return ensure_random_model("tiny-sam", model_cache_dir)
+
+
+@pytest.fixture(scope="session")
 def clip_tokenizer(model_cache_dir: Path):
     """The real CLIP BPE tokenizer rebuilt offline, reloaded through from_pretrained."""
     from transformers import CLIPTokenizer

@@ -149,6 +149,14 @@ def test_torch_backend_float16_on_cpu_is_refused():
         make_image_encoder("torch", ToyEncoder(), model_id="toy", dtype="float16")
 
 
+def test_cuda_graphs_refuse_a_cpu_encoder():
+    from ros2_owl.backends.cuda_graphs import CudaGraphEncoder
+
+    encoder = make_image_encoder("torch", ToyEncoder(), model_id="toy")
+    with pytest.raises(BackendError, match="CUDA graphs need a CUDA encoder, not one on cpu"):
+        CudaGraphEncoder(encoder)
+
+
 @pytest.mark.skipif(not (HAS_TENSORRT and HAS_CUDA), reason="needs TensorRT and a CUDA GPU")
 def test_tensorrt_engine_matches_torch_and_is_cached(tmp_path):
     module = ToyEncoder().cuda()

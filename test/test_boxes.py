@@ -50,3 +50,27 @@ def test_nms_is_class_aware_and_handles_empty():
     assert io.batched_nms(boxes, scores, torch.tensor([0, 1, 0]), 0.5).tolist() == [0, 1]
     assert io.nms(boxes, scores, 0.5).tolist() == [0]
     assert io.nms(torch.zeros(0, 4), torch.zeros(0), 0.5).tolist() == []
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_device_pass_equals_the_per_group_path(seed):
+    """The GPU's one-pass NMS (run here on CPU tensors) keeps what the CPU path keeps, in the
+    same order, ties in score included."""
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(300, 2, generator=g) * 200
+    boxes = torch.cat([xy, xy + torch.rand(300, 2, generator=g) * 60 + 1], dim=1)
+    scores = (torch.rand(300, generator=g) * 8).round() / 8  # many ties
+    groups = torch.randint(0, 6, (300,), generator=g)
+    for thr in (0.1, 0.5):
+        want = io.batched_nms(boxes, scores, groups, thr)
+        got = io._nms_on_device(boxes, scores, thr, groups)
+        assert 0 < want.numel() < 300 and got.tolist() == want.tolist()
+
+
+def test_fixed_point_gives_up_on_a_chain_longer_than_its_rounds():
+    # box k overlaps only box k+1: greedy keeps every other box, settled only after ~n rounds
+    boxes = torch.tensor([[k * 6.0, 0, k * 6.0 + 10, 10] for k in range(20)])
+    suppresses = io.box_iou(boxes, boxes) > 0.1
+    assert io.greedy_keep_fixed_point(suppresses, max_rounds=5) is None
+    keep = io.greedy_keep_fixed_point(suppresses, max_rounds=40)
+    assert keep.tolist() == [k % 2 == 0 for k in range(20)]

@@ -14,8 +14,9 @@
 # downloaded for that Python/platform, pure-Python sdists (openai-clip) are built into wheels.
 # Copy the folder to the GPU machine next to the checkout.
 #
-# The real run installs those wheels offline (pip --no-index --no-deps) into a virtual
-# environment under RESULTS_DIR that sees the system's torch/transformers/onnxruntime, then:
+# The real run installs those wheels offline (pip --no-index --no-deps --target) into
+# RESULTS_DIR/site, put first on PYTHONPATH of the machine's python3 (which holds the CUDA torch,
+# transformers and onnxruntime; a venv made from a venv would not see them), then:
 #   1. records the machine (nvidia-smi, versions)                 -> RESULTS_DIR/env.txt
 #   2. pytest -m cuda test/test_cuda.py (CUDA vs CPU, fp16 drift)  -> cuda-tests.txt, .xml
 #   3. benchmarks/bench_gpu.py (encoder, end to end, cameras, tree, profile)
@@ -82,12 +83,15 @@ if [ "$dry_run" = 1 ]; then
       --find-links "$wheels" -r "$requirements" >"$results/wheels-check.txt"
   fi
 else
-  venv="$results/venv"
-  echo "[gpu_check] virtual environment $venv (sees the system torch/transformers/onnxruntime)"
-  python3 -m venv --system-site-packages "$venv"
-  python="$venv/bin/python"
-  "$python" -m pip install --no-index --no-deps --find-links "$wheels" -r "$requirements" \
-    >"$results/pip-install.txt" 2>&1 || { cat "$results/pip-install.txt"; exit 1; }
+  # Not a venv: python3 there may itself be a venv (/opt/torch/.venv), and a venv made from it
+  # with --system-site-packages sees the base interpreter's packages, not its torch.
+  site="$results/site"
+  python=python3
+  echo "[gpu_check] wheels -> $site (on PYTHONPATH, before $("$python" -c 'import sys; print(sys.prefix)'))"
+  "$python" -m pip install --no-index --no-deps --no-compile --upgrade --target "$site" \
+    --find-links "$wheels" -r "$requirements" >"$results/pip-install.txt" 2>&1 \
+    || { cat "$results/pip-install.txt"; exit 1; }
+  export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 export ROS2_OWL_CACHE="$results/cache"   # exported graphs, auto decisions: kept with the results

@@ -74,6 +74,43 @@ def _suppression_matrix(boxes: torch.Tensor, iou_threshold: float) -> np.ndarray
     return inter > iou_threshold * union  # IoU > t without dividing (0 when union is 0)
 
 
+DEVICE_NMS_MAX_BOXES = 4096  # one [N, N] IoU matrix on the GPU above this is too much memory
+DEVICE_NMS_ROUNDS = 64  # fixed-point rounds before the exact CPU pass takes over
+
+
+def greedy_keep_fixed_point(suppresses: torch.Tensor, max_rounds: int) -> torch.Tensor | None:
+    """Greedy NMS's keep mask without a Python loop per box, or None if not settled in time.
+
+    With boxes in score order, greedy keeps j iff no kept i < j suppresses it: a triangular
+    system whose only fixed point is the greedy answer. Each round re-evaluates every box from
+    the last round's keep mask, all on the tensors' device; the rounds needed are the length of
+    the longest suppression chain (a few on real frames), not the number of boxes.
+    """
+    earlier = torch.triu(suppresses, diagonal=1)  # [i, j]: i comes before j and suppresses it
+    keep = torch.ones(suppresses.shape[0], dtype=torch.bool, device=suppresses.device)
+    for _ in range(max_rounds):
+        settled = ~(earlier & keep[:, None]).any(dim=0)
+        if torch.equal(settled, keep):
+            return keep
+        keep = settled
+    return None
+
+
+def _nms_on_device(
+    boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, groups: torch.Tensor
+) -> torch.Tensor | None:
+    """Class-aware greedy NMS in one [N, N] pass on the boxes' device (None: too many rounds).
+
+    Order ties as the per-group path does: score desc, then group, then index.
+    """
+    order = torch.argsort(groups, stable=True)
+    order = order[torch.argsort(scores[order], descending=True, stable=True)]
+    b, g = boxes[order], groups[order]
+    suppresses = (box_iou(b, b) > iou_threshold) & (g[:, None] == g[None, :])
+    keep = greedy_keep_fixed_point(suppresses, DEVICE_NMS_ROUNDS)
+    return None if keep is None else order[keep]
+
+
 def nms(
     boxes: torch.Tensor,
     scores: torch.Tensor,
@@ -82,13 +119,19 @@ def nms(
 ) -> torch.Tensor:
     """Exact greedy NMS; kept indices sorted by score (desc, stable).
 
-    With `groups`, a box only suppresses boxes of the same group (class-aware NMS). IoUs are
-    computed in torch on the boxes' device, one group at a time; the greedy pass runs on CPU.
+    With `groups`, a box only suppresses boxes of the same group (class-aware NMS). On a GPU
+    all groups go through one fixed-point pass on the device (no host sync per group or box:
+    the first GPU run measured 9.7 ms of 17 ms per frame in the per-group path). On the CPU,
+    and on a GPU whose pass does not settle, one group at a time with a greedy pass in numpy.
     """
     if boxes.numel() == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     if groups is None:
         groups = torch.zeros(boxes.shape[0], dtype=torch.long, device=boxes.device)
+    if boxes.device.type != "cpu" and boxes.shape[0] <= DEVICE_NMS_MAX_BOXES:
+        kept = _nms_on_device(boxes, scores, iou_threshold, groups)
+        if kept is not None:
+            return kept
     kept = []
     for group in torch.unique(groups).tolist():
         members = (groups == group).nonzero().squeeze(1)

@@ -71,6 +71,26 @@ _TINY_VISION = {
     "patch_size": 16,
 }
 
+# SAM: `vision` is the vision encoder's config, `text` the mask decoder's (SAM has no text).
+_TINY_SAM_VISION = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "image_size": 128,
+    "patch_size": 16,
+    "output_channels": 32,
+    "window_size": 4,
+    "global_attn_indexes": [1],
+    "num_pos_feats": 16,
+    "mlp_dim": 64,
+}
+_TINY_SAM_DECODER = {
+    "hidden_size": 32,
+    "mlp_dim": 64,
+    "num_attention_heads": 2,
+    "iou_head_hidden_dim": 32,
+}
+
 SPECS: dict[str, RandomModelSpec] = {
     "tiny-owlvit": RandomModelSpec(
         "owlvit", "tiny-owlvit", _TINY_TEXT, {**_TINY_VISION, "image_size": 96}, 32, seed=1
@@ -91,6 +111,9 @@ SPECS: dict[str, RandomModelSpec] = {
     "clip-vit-base-patch32": RandomModelSpec(
         "clip", "clip-vit-base-patch32", {}, {"image_size": 224, "patch_size": 32}, 512, seed=13
     ),
+    "tiny-sam": RandomModelSpec("sam", "tiny-sam", _TINY_SAM_DECODER, _TINY_SAM_VISION, seed=4),
+    # SamConfig's defaults are SAM ViT-B (facebook/sam-vit-base): 768 wide, 12 layers, 1024 px
+    "sam-vit-base": RandomModelSpec("sam", "sam-vit-base", {}, {}, seed=14),
 }
 
 # Hub ids whose architecture the full-size random specs reproduce (used by the demo fallback).
@@ -99,6 +122,7 @@ HUB_EQUIVALENTS = {
     "google/owlv2-base-patch16": "owlv2-base-patch16",
     "google/owlv2-base-patch16-ensemble": "owlv2-base-patch16",
     "openai/clip-vit-base-patch32": "clip-vit-base-patch32",
+    "facebook/sam-vit-base": "sam-vit-base",
 }
 
 
@@ -187,6 +211,8 @@ def _build(spec: RandomModelSpec):
     import torch
     import transformers as tf
 
+    if spec.kind == "sam":
+        return _build_sam(spec)
     tokenizer = build_clip_tokenizer("clip" if spec.kind == "clip" else "owl")
     size = spec.vision.get("image_size", 224)
     mean, std = OWL_MEAN_STD
@@ -224,10 +250,41 @@ def _build(spec: RandomModelSpec):
         )
         processor = tf.CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
     else:
-        raise ValueError(f"unknown random model kind {spec.kind!r} (owlvit, owlv2, clip)")
+        raise ValueError(f"unknown random model kind {spec.kind!r} (owlvit, owlv2, clip, sam)")
     _reinit(model, std=0.02)
     model.eval()
     return model, processor
+
+
+def _build_sam(spec: RandomModelSpec):
+    """SAM (model, processor): the prompt encoder and decoder sized from the vision encoder."""
+    import torch
+    import transformers as tf
+
+    vision = tf.SamVisionConfig(**spec.vision)
+    prompt = tf.SamPromptEncoderConfig(
+        hidden_size=vision.output_channels,
+        image_size=vision.image_size,
+        patch_size=vision.patch_size,
+    )
+    decoder = tf.SamMaskDecoderConfig(**{"hidden_size": vision.output_channels, **spec.text})
+    torch.manual_seed(spec.seed)
+    model = tf.SamModel(
+        tf.SamConfig(
+            vision_config=vision.to_dict(),
+            prompt_encoder_config=prompt.to_dict(),
+            mask_decoder_config=decoder.to_dict(),
+        )
+    )
+    _reinit(model, std=0.02)
+    side, low = vision.image_size, 4 * vision.image_size // vision.patch_size
+    image_processor = tf.SamImageProcessorPil(
+        size={"longest_edge": side},
+        pad_size={"height": side, "width": side},
+        mask_size={"longest_edge": low},
+        mask_pad_size={"height": low, "width": low},
+    )
+    return model.eval(), tf.SamProcessor(image_processor=image_processor)
 
 
 def _reinit(model, std: float) -> None:
