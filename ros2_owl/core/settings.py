@@ -20,12 +20,11 @@ The module is about 600 lines because SETTINGS is the table itself, one entry pe
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, make_dataclass, replace
-from numbers import Real
 from typing import Any
 
+from .limits import FRACTION, is_fraction
 from .prompt_parser import is_blank
 
 DEFAULT_MODEL = "google/owlvit-base-patch32"
@@ -49,12 +48,7 @@ MAX_IMAGE_PIXELS = 40_000_000  # 8K UHD (7680x4320 = 33.2 MP) fits
 
 def check_fraction(value: Any, what: str) -> float:
     """Thresholds and IoUs are fractions: a real number in [0, 1] (ValueError naming `what`)."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, Real)
-        or math.isnan(value)
-        or not 0.0 <= value <= 1.0
-    ):
+    if not is_fraction(value):
         raise ValueError(f"{what} must be a number in [0, 1], got {value!r}")
     return float(value) + 0.0
 
@@ -71,7 +65,7 @@ def parse_label_threshold(item: str) -> tuple[str, float]:
         raise ValueError(
             f"label_thresholds item {item!r}: {value.strip()!r} is not a number"
         ) from None
-    if math.isnan(number) or not 0.0 <= number <= 1.0:
+    if not is_fraction(number):
         raise ValueError(f"label_thresholds item {item!r}: threshold must be in [0, 1]")
     return label, number
 
@@ -180,7 +174,7 @@ SETTINGS: tuple[Setting, ...] = (
         "threshold",
         0.1,
         "Default detection score threshold for labels without their own.",
-        range=(0.0, 1.0),
+        range=FRACTION,
         frame=True,
         cli=True,
     ),
@@ -205,7 +199,7 @@ SETTINGS: tuple[Setting, ...] = (
         "nms_iou",
         0.5,
         "IoU of per-label non-maximum suppression; 0 turns it off.",
-        range=(0.0, 1.0),
+        range=FRACTION,
         frame=True,
         cli=True,
     ),
@@ -500,6 +494,13 @@ def setting_problem(name: str, value: Any) -> str | None:
     return None if setting is None else setting.problem(value)
 
 
+def require_setting(name: str, value: Any) -> None:
+    """ValueError with the reason when `value` is refused for setting `name` (its one bound)."""
+    reason = SCHEMA[name].problem(value)
+    if reason:
+        raise ValueError(reason)
+
+
 def _plain(value: Any) -> Any:
     """Lists become tuples without blank items (YAML cannot spell an empty string list)."""
     if isinstance(value, list | tuple):
@@ -602,6 +603,7 @@ __all__ = [
     "check_fraction",
     "format_label_thresholds",
     "parse_label_thresholds",
+    "require_setting",
     "setting_problem",
     "settings_from",
 ]
