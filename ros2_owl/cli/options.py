@@ -1,5 +1,5 @@
 """The model and setting options `detect`, `demo`, `serve`, `bag` and `video` share, and the
-Settings they give (each option is a Setting of core/settings.py)."""
+Settings they give (each option is a Setting of core/settings/)."""
 
 from __future__ import annotations
 

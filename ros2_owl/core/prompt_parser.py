@@ -14,6 +14,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .limits import is_fraction
+
 DETECT: Literal["detect"] = "detect"
 CLASSIFY: Literal["classify"] = "classify"
 Op = Literal["detect", "classify"]
@@ -123,7 +125,7 @@ def _read_threshold(segment: str, at: int, op: Op) -> float:
             "of a label, e.g. 'a person@0.3'",
         )
     threshold = float(value) + 0.0
-    if not 0.0 <= threshold <= 1.0:
+    if not is_fraction(threshold):
         raise Problem(offset, f"threshold {value} out of range", "use a number from 0 to 1")
     return threshold
 
