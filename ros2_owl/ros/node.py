@@ -20,7 +20,6 @@ import time
 from typing import Any
 
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.timer import Timer
@@ -39,7 +38,7 @@ from ros2_owl.ros.cameras import (
 )
 from ros2_owl.ros.guard import CallbackGuard, one_line
 from ros2_owl.ros.live_state import LiveStateMixin, PromptChange
-from ros2_owl.ros.node_monitoring import MonitoringMixin
+from ros2_owl.ros.node_monitoring import NodeMonitor
 from ros2_owl.ros.params import declare_parameters, read_settings
 from ros2_owl.ros.pipeline import FrameOutputs, FramePipeline, Live
 from ros2_owl.ros.spatial import DepthInput, subscribe_depth
@@ -71,7 +70,7 @@ def _release_freed_memory() -> None:
         pass
 
 
-class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
+class OwlNode(LiveStateMixin, LifecycleNode):
     """Runs a TreePredictor on one or more cameras; see README for topics, parameters, states."""
 
     def __init__(self, *, predictor: TreePredictor | None = None, **node_kwargs: Any):
@@ -82,8 +81,6 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
         self._pipeline: FramePipeline | None = None
         self._outputs = FrameOutputs()
         self._while_active: list[Any] = []  # subscriptions and timers of the active state
-        self._no_frame_timer = None
-        self._diag_pub = None
         self._phase = "unconfigured"
         self._pending: Live | None = None
         self._prepared: Live | None = None  # encoded by apply_prompt, reused by on-set
@@ -91,9 +88,8 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
         # image encoders may not be re-entrant (one TensorRT execution context): the session's
         # inference and a query registration on the executor thread take turns
         self._encoder_lock = threading.Lock()
-        self._warn_times: dict[str, float] = {}
-        self._previous_stats: dict[int, Any] = {}
         self._guard = CallbackGuard(self.get_logger())  # no callback exception ends spin()
+        self.monitor = NodeMonitor(self, self._guard)  # diagnostics, warnings
         self._quiet_configure = False  # autostart: main() prints the one line instead
         self.last_error = ""
         try:
@@ -143,6 +139,11 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
         return self.session.predictor if self.session is not None else None
 
     @property
+    def depth_inputs(self) -> dict[int, DepthInput]:
+        """camera index -> its depth input (empty without depth_topics)."""
+        return self._outputs.depth
+
+    @property
     def settings(self) -> Settings:
         return self._live.settings
 
@@ -188,7 +189,7 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
             raise ConfigureError(f"prompt parameter: {caret_message(s.prompt, exc)}") from exc
         self._outputs = FrameOutputs()
         self.cameras = [self._make_camera(i, t, prefixes[i]) for i, t in enumerate(s.image_topics)]
-        self._diag_pub = self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.monitor.open()
         self._commit(live)
         if s.web_port:
             self._start_web(s)
@@ -209,7 +210,7 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
             self.session,
             self.cameras,
             lambda: self._live,
-            self._warn_throttled,
+            self.monitor.warn,
             self._outputs,
             self.context.ok,
         )
@@ -230,15 +231,13 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
                     self, cam, self._outputs.depth[cam.index], depth_topic, info, qos
                 )
         handles.append(
-            self.create_timer(
-                s.diagnostics_period, g.call("diagnostics", self._publish_diagnostics)
-            )
+            self.create_timer(s.diagnostics_period, g.call("diagnostics", self.monitor.publish))
         )
         if s.no_frame_warning > 0:
-            self._no_frame_timer = self.create_timer(
-                s.no_frame_warning, g.call("no-frame check", self._check_no_frames)
+            self.monitor.no_frame_timer = self.create_timer(
+                s.no_frame_warning, g.call("no-frame check", self.monitor.check_no_frames)
             )
-            handles.append(self._no_frame_timer)
+            handles.append(self.monitor.no_frame_timer)
         self._while_active = handles
         self._phase = "active"
         self._publish_label_info()
@@ -278,7 +277,7 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
                 self.destroy_timer(handle)
             else:
                 self.destroy_subscription(handle)
-        self._while_active, self._no_frame_timer = [], None
+        self._while_active, self.monitor.no_frame_timer = [], None
         if self._pipeline is not None:
             self._pipeline.stop()
             self._pipeline = None
@@ -293,11 +292,8 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
             for pub in cam.publishers.values():
                 self.destroy_lifecycle_publisher(pub)
         self.cameras = []
-        if self._diag_pub is not None:
-            self.destroy_lifecycle_publisher(self._diag_pub)
-            self._diag_pub = None
         self.session = None
-        self._previous_stats.clear()
+        self.monitor.close()
         self._commit(Live(self._live.settings))  # drops the encoded state, keeps the settings
         self._phase = "unconfigured"
         _release_freed_memory()
