@@ -3,10 +3,10 @@
 configure loads the models and encodes the prompt, activate subscribes and starts the frame
 pipeline, deactivate stops both (models and prompt stay), cleanup frees the models, shutdown
 ends it from any state. With `autostart: true` (the default) the node drives itself to active
-at construction, as a plain node starts. Frames run in ros/pipeline.py, the live state's one write
-path (parameters, services, the page) is ros/live_state.py, diagnostics ros/node_monitoring.py.
-About 430 lines: the state machine's transitions and what each one creates or frees belong
-together, so a reader sees in one place what every state holds.
+at construction, as a plain node starts. The node owns its parts: the FrameSession (models,
+prompt, tracker, stats; runtime/session.py) from configure, the FramePipeline (threads;
+ros/pipeline.py) while active, the NodeMonitor (diagnostics, warnings; ros/node_monitoring.py);
+the live state's one write path (parameters, services, the page) is ros/live_state.py.
 """
 
 from __future__ import annotations
@@ -42,16 +42,13 @@ from ros2_owl.ros.node_monitoring import NodeMonitor
 from ros2_owl.ros.params import declare_parameters, read_settings
 from ros2_owl.ros.pipeline import FrameOutputs, FramePipeline, Live
 from ros2_owl.ros.spatial import DepthInput, subscribe_depth
+from ros2_owl.ros.startup import StartupError, init_ros
 from ros2_owl.runtime.session import FrameSession, load_predictor
 from ros2_owl.srv import RegisterQuery, SetPrompt
 
 __all__ = ["OwlNode", "PromptChange", "StartupError", "main"]
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
-
-
-class StartupError(RuntimeError):
-    """The node cannot start with these parameters; the message says which and why."""
 
 
 class ConfigureError(RuntimeError):
@@ -99,10 +96,7 @@ class OwlNode(LiveStateMixin, LifecycleNode):
             raise StartupError(f"invalid parameter value: {exc}") from exc
         self._live = Live(read_settings(self))
         g = self._guard
-        self.add_on_set_parameters_callback(g.parameters(self._on_set_parameters))
-        self.add_post_set_parameters_callback(
-            g.call("parameter update", self._after_set_parameters)
-        )
+        self._watch_parameters(g)
         if self._live.settings.autostart:
             reason = self.start()
             if reason:
@@ -372,10 +366,10 @@ class OwlNode(LiveStateMixin, LifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     """Entry point of `ros2 run ros2_owl owl_node`: exit 2 with a clear message on bad setup."""
-    rclpy.init(args=args)
     node = None
     try:
         try:
+            init_ros(args)
             node = OwlNode()
         except StartupError as exc:
             print(f"owl_node: cannot start: {exc}", file=sys.stderr, flush=True)
