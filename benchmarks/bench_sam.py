@@ -23,10 +23,10 @@ sys.path.insert(0, str(REPO))
 from bench_common import camera_scene  # noqa: E402
 
 from ros2_owl.backends.auto import cpu_model  # noqa: E402
+from ros2_owl.core.predictor import TreePredictor  # noqa: E402
+from ros2_owl.core.preprocess import load_image  # noqa: E402
 from ros2_owl.demo.random_models import default_cache_dir, ensure_random_model  # noqa: E402
 from ros2_owl.models.sam import SamSegmenter  # noqa: E402
-from ros2_owl.predictor import TreePredictor  # noqa: E402
-from ros2_owl.preprocess import load_image  # noqa: E402
 
 BOX_COUNTS = (1, 5, 20)
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ros2_owl.prompt import (
+from ros2_owl.core.prompt import (
     MAX_DEPTH,
     MAX_LABEL_CHARS,
     MAX_LABELS,
@@ -619,7 +619,7 @@ def test_mutated_valid_prompts_parse_or_raise_prompt_error(case, data):
 
 @pytest.mark.parametrize("label", ["\u200b", "\u200b\u200d", " \u2060 ", "\u3000", "\ufeff"])
 def test_invisible_labels_are_empty(label):
-    from ros2_owl.prompt import is_blank
+    from ros2_owl.core.prompt import is_blank
 
     with pytest.raises(PromptError, match="empty label"):
         parse_prompt(f"[a cat, {label}]")
@@ -627,7 +627,7 @@ def test_invisible_labels_are_empty(label):
 
 
 def test_error_window_shows_about_60_characters_each_side():
-    from ros2_owl.prompt import caret_message
+    from ros2_owl.core.prompt import caret_message
 
     prompt = "[a cat, " + "y" * 90 + " ] x" + "z" * 1_000_000
     with pytest.raises(PromptError) as info:

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from fixtures_recordings import FRONT, REAR, read_bag, write_bag
 
-from ros2_owl import cli, result_messages
-from ros2_owl.bag_messages import bag_messages
-from ros2_owl.recordings import EXIT_INCOMPLETE
+from ros2_owl.cli import app as cli
+from ros2_owl.io import result_messages
+from ros2_owl.io.bag_messages import bag_messages
+from ros2_owl.io.recordings import EXIT_INCOMPLETE
 
 PROMPT = "[a box [a corner]] (red, blue)"
 
@@ -73,8 +74,8 @@ def test_bag_writes_the_node_topics_per_camera(storage, tmp_path, models, capsys
 def test_bag_contents_equal_the_node_mapping(tmp_path, tiny_owlvit_dir, capsys):
     """Every output message is byte for byte what result_messages builds for the predictor's
     result on that frame (the mapping the node publishes with)."""
-    from ros2_owl.predictor import TreePredictor
-    from ros2_owl.ros.convert import message_to_rgb
+    from ros2_owl.core.predictor import TreePredictor
+    from ros2_owl.io.images import message_to_rgb
 
     write_bag(tmp_path / "in", "sqlite3", frames=2)
     out = tmp_path / "out"
@@ -158,7 +159,7 @@ def test_bag_frames_are_decoded_like_the_node(tmp_path):
     """Raw and JPEG frames from the bag decode to the pixels that were written."""
     from fixtures_recordings import scene
 
-    from ros2_owl.ros.convert import message_to_rgb
+    from ros2_owl.io.images import message_to_rgb
 
     write_bag(tmp_path / "in", "mcap", frames=1)
     messages, _ = read_bag(tmp_path / "in")

@@ -8,8 +8,8 @@ import json
 import pytest
 from fixtures_recordings import write_video
 
-from ros2_owl import cli
-from ros2_owl.recordings import EXIT_INCOMPLETE
+from ros2_owl.cli import app as cli
+from ros2_owl.io.recordings import EXIT_INCOMPLETE
 
 
 @pytest.fixture

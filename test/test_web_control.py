@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from fixtures_models import synthetic_scene
 
-from ros2_owl.predictor import PredictorConfig, TreePredictor
+from ros2_owl.core.predictor import PredictorConfig, TreePredictor
 from ros2_owl.web.control import PredictorPromptControl
 
 

@@ -7,7 +7,8 @@ import importlib
 
 import numpy as np
 
-from ros2_owl import result_messages
+from ros2_owl.io import result_messages
+from ros2_owl.io.images import ImageConversionError
 
 __all__ = [
     "RCLPY",
@@ -84,4 +85,6 @@ def tree_nodes(tree) -> list:
 
 def rgb_to_image_msg(rgb: np.ndarray, header=None):
     """Build an rgb8 sensor_msgs/Image from an HxWx3 uint8 array."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ImageConversionError(f"expected HxWx3 uint8, got {rgb.shape} {rgb.dtype}")
     return result_messages.rgb_image(RCLPY, rgb, header)

@@ -13,8 +13,8 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo, Image
 from vision_msgs.msg import Detection3D, Detection3DArray, ObjectHypothesisWithPose
 
-from ros2_owl.depth import DEPTH_ENCODINGS, Box3D, DepthConfig, DepthPairer, PinholeIntrinsics
-from ros2_owl.depth import boxes_3d as compute_boxes_3d
+from ros2_owl.core.depth import DEPTH_ENCODINGS, Box3D, DepthConfig, DepthPairer, PinholeIntrinsics
+from ros2_owl.core.depth import boxes_3d as compute_boxes_3d
 from ros2_owl.ros.messages import detection_id
 
 __all__ = [

@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..predictor import PredictorConfig, PromptState, TreePredictor
-from ..prompt import PromptError
+from ..core.predictor import PredictorConfig, PromptState, TreePredictor
+from ..core.prompt import PromptError
+from ..core.thresholds import is_fixed_by_prompt
 
 __all__ = [
     "LabelThreshold",
@@ -93,7 +94,7 @@ def prompt_view(state: PromptState, config: PredictorConfig) -> PromptView:
     for index in tree.detect_labels():
         text = tree.labels[index].text
         if text not in labels:
-            fixed = tree.labels[index].threshold is not None
+            fixed = is_fixed_by_prompt(tree.labels[index])
             labels[text] = LabelThreshold(text, float(state.threshold(index, config)), fixed)
     warnings = tuple(f"column {w.column}: {w.message}" for w in tree.warnings)
     return PromptView(state.prompt, tuple(labels.values()), float(config.threshold), warnings)

@@ -4,7 +4,7 @@
 current region among its labels, and groups written after a label run on that label's regions.
 Label numbering and node order match NanoOWL's `Tree.from_prompt`; everything NanoOWL accepts
 silently or crashes on is a PromptError with a 0-based column. Grammar: README, "The tree
-prompt language". The public API (parse_prompt, Tree) is ros2_owl.prompt.
+prompt language". The public API (parse_prompt, Tree) is ros2_owl.core.prompt.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Literal
+
+from .limits import is_fraction
 
 DETECT: Literal["detect"] = "detect"
 CLASSIFY: Literal["classify"] = "classify"
@@ -122,7 +124,7 @@ def _read_threshold(segment: str, at: int, op: Op) -> float:
             "of a label, e.g. 'a person@0.3'",
         )
     threshold = float(value) + 0.0
-    if not 0.0 <= threshold <= 1.0:
+    if not is_fraction(threshold):
         raise Problem(offset, f"threshold {value} out of range", "use a number from 0 to 1")
     return threshold
 

@@ -2,7 +2,7 @@
 
 This module is the public face: `parse_prompt`, `Tree` (NanoOWL's dict, JSON, a canonical
 prompt), `tree_from_dict`, and the rules a tree must meet to run (`check_runnable`). The
-grammar itself (scanner, label rules, limits) is ros2_owl.prompt_parser; its types are
+grammar itself (scanner, label rules, limits) is ros2_owl.core.prompt_parser; its types are
 re-exported here.
 """
 
@@ -34,6 +34,7 @@ from .prompt_parser import (
     read_label,
 )
 from .settings import check_fraction
+from .thresholds import resolve
 
 __all__ = [
     "CLASSIFY",
@@ -128,18 +129,13 @@ class Tree:
     def effective_threshold(
         self, label_index: int, default: float, overrides: Mapping[str, float] | None = None
     ) -> float:
-        """The prompt's `@` value, else overrides[label text], else default."""
+        """The prompt's `@` value, else overrides[label text], else default (core/thresholds.py)."""
         default = check_threshold(default, "default threshold")
         for key, value in (overrides or {}).items():
             check_threshold(value, f"threshold for label {key!r}")
         if not 0 <= label_index < len(self.labels):
             raise IndexError(f"label index {label_index} is not in 0..{len(self.labels) - 1}")
-        label = self.labels[label_index]
-        if label.threshold is not None:
-            return label.threshold
-        if overrides and label.text in overrides:
-            return float(overrides[label.text]) + 0.0
-        return default
+        return resolve(self.labels[label_index], default, overrides)[0]
 
     def detect_thresholds(
         self, default: float, overrides: Mapping[str, float] | None = None
