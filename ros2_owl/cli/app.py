@@ -22,9 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .options import add_model_args, settings_of
+from .options import DEMO_PROMPT, add_model_args, settings_of
 
-DEMO_PROMPT = "[a person [a face], a cat (sleeping, awake), a cup]"
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 DEBUG_ENV = "ROS2_OWL_DEBUG"
 
@@ -49,11 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="random fallback at the real architecture size (slow)",
     )
     demo.set_defaults(func=cmd_demo, prompt=None)
-    from ..web import serve as web_serve  # imports no web library until it runs
+    from .serve import add_serve_arguments, cmd_serve  # imports no web library until it runs
 
     serve = sub.add_parser("serve", help="the live page: stream, boxes, tree, prompt box")
     add_model_args(serve, outputs=False)
-    web_serve.add_arguments(serve)
+    add_serve_arguments(serve)
     serve.set_defaults(func=cmd_serve)
     from ..backends import build_engine
 
@@ -170,26 +169,6 @@ def cmd_detect(args) -> int:
     from ..runtime.session import FrameSession
 
     return _run(args, FrameSession.from_settings(settings_of(args), args.prompt), args.images)
-
-
-def cmd_serve(args) -> int:
-    """`serve`: open the source first (a missing camera is one line), then load and serve."""
-    from ..runtime.session import FrameSession
-    from ..web import serve as web_serve
-    from ..web.sources import SourceError
-
-    try:
-        web_serve.check_dependencies()
-        source = web_serve.open_source_from_args(args)
-    except SourceError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    args.prompt = args.prompt or DEMO_PROMPT
-    try:
-        session = FrameSession.from_settings(settings_of(args))  # --track: one camera's frames
-        return web_serve.run(args, session, source, args.prompt)
-    finally:
-        source.close()
 
 
 # ---------------------------------------------------------------------- demo

@@ -7,7 +7,9 @@ import argparse
 
 from ..core.settings import SETTINGS, Setting, settings_from
 
-__all__ = ["add_model_args", "add_setting_options", "settings_of"]
+__all__ = ["DEMO_PROMPT", "add_model_args", "add_setting_options", "settings_of"]
+
+DEMO_PROMPT = "[a person [a face], a cat (sleeping, awake), a cup]"  # demo and serve
 
 
 def _value_type(setting: Setting):

@@ -3,10 +3,11 @@
 configure loads the models and encodes the prompt, activate subscribes and starts the frame
 pipeline, deactivate stops both (models and prompt stay), cleanup frees the models, shutdown
 ends it from any state. With `autostart: true` (the default) the node drives itself to active
-at construction, as a plain node starts. Frames run in ros/pipeline.py, the live state's one write
-path (parameters, services, the page) is ros/live_state.py, diagnostics ros/node_monitoring.py.
-About 430 lines: the state machine's transitions and what each one creates or frees belong
-together, so a reader sees in one place what every state holds.
+at construction, as a plain node starts. The node owns its parts: the FrameSession (models,
+prompt, tracker, stats; runtime/session.py) from configure, the FramePipeline (threads;
+ros/pipeline.py) while active, the NodeMonitor (diagnostics, warnings; ros/node_monitoring.py)
+and the PromptController (the live state's one write path: parameters, services, the page;
+ros/live_state.py).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import time
 from typing import Any
 
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.timer import Timer
@@ -38,21 +38,18 @@ from ros2_owl.ros.cameras import (
     output_topic,
 )
 from ros2_owl.ros.guard import CallbackGuard, one_line
-from ros2_owl.ros.live_state import LiveStateMixin, PromptChange
-from ros2_owl.ros.node_monitoring import MonitoringMixin
+from ros2_owl.ros.live_state import PromptChange, PromptController
+from ros2_owl.ros.node_monitoring import NodeMonitor
 from ros2_owl.ros.params import declare_parameters, read_settings
 from ros2_owl.ros.pipeline import FrameOutputs, FramePipeline, Live
 from ros2_owl.ros.spatial import DepthInput, subscribe_depth
+from ros2_owl.ros.startup import StartupError, init_ros
 from ros2_owl.runtime.session import FrameSession, load_predictor, load_segmenter
 from ros2_owl.srv import RegisterQuery, SetPrompt
 
 __all__ = ["OwlNode", "PromptChange", "StartupError", "main"]
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
-
-
-class StartupError(RuntimeError):
-    """The node cannot start with these parameters; the message says which and why."""
 
 
 class ConfigureError(RuntimeError):
@@ -71,7 +68,7 @@ def _release_freed_memory() -> None:
         pass
 
 
-class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
+class OwlNode(LifecycleNode):
     """Runs a TreePredictor on one or more cameras; see README for topics, parameters, states."""
 
     def __init__(self, *, predictor: TreePredictor | None = None, **node_kwargs: Any):
@@ -82,18 +79,12 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
         self._pipeline: FramePipeline | None = None
         self._outputs = FrameOutputs()
         self._while_active: list[Any] = []  # subscriptions and timers of the active state
-        self._no_frame_timer = None
-        self._diag_pub = None
         self._phase = "unconfigured"
-        self._pending: Live | None = None
-        self._prepared: Live | None = None  # encoded by apply_prompt, reused by on-set
-        self._prompt_lock = threading.RLock()  # one prompt write at a time (service, page, params)
         # image encoders may not be re-entrant (one TensorRT execution context): the session's
         # inference and a query registration on the executor thread take turns
-        self._encoder_lock = threading.Lock()
-        self._warn_times: dict[str, float] = {}
-        self._previous_stats: dict[int, Any] = {}
+        self.encoder_lock = threading.Lock()
         self._guard = CallbackGuard(self.get_logger())  # no callback exception ends spin()
+        self.monitor = NodeMonitor(self, self._guard)  # diagnostics, warnings
         self._quiet_configure = False  # autostart: main() prints the one line instead
         self.last_error = ""
         try:
@@ -101,24 +92,19 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
         except Exception as exc:  # a --params-file value of the wrong type or out of range
             self.destroy_node()
             raise StartupError(f"invalid parameter value: {exc}") from exc
-        self._live = Live(read_settings(self))
+        self.prompts = PromptController(self, read_settings(self))  # the live state
         g = self._guard
-        self.add_on_set_parameters_callback(g.parameters(self._on_set_parameters))
-        self.add_post_set_parameters_callback(
-            g.call("parameter update", self._after_set_parameters)
-        )
-        if self._live.settings.autostart:
+        self.prompts.watch_parameters(g)
+        if self.prompts.live.settings.autostart:
             reason = self.start()
             if reason:
                 self.destroy_node()  # no half-built node left for rclpy.shutdown()
                 raise StartupError(reason)
         # after autostart: with it, ~/set_prompt appearing means the node is active
-        self.create_service(
-            SetPrompt, "~/set_prompt", g.service("set_prompt", self._srv_set_prompt)
-        )
-        self.create_service(
-            RegisterQuery, "~/register_query", g.service("register_query", self._srv_register_query)
-        )
+        services = {"set_prompt": (SetPrompt, self.prompts.srv_set_prompt)}
+        services["register_query"] = (RegisterQuery, self.prompts.srv_register_query)
+        for name, (kind, handler) in services.items():
+            self.create_service(kind, f"~/{name}", g.service(name, handler))
 
     def start(self) -> str:
         """configure + activate (autostart); returns why it failed, or '' when active."""
@@ -132,10 +118,14 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
             return self.last_error or "activate failed"
         return ""
 
+    def apply_prompt(self, prompt: str, overrides: dict[str, float] | None = None) -> PromptChange:
+        """Encode, commit and write back a new prompt (the page's and the service's path)."""
+        return self.prompts.apply_prompt(prompt, overrides)
+
     @property
     def active(self) -> Live:
         """The live state in force (settings, encoded prompt, per-frame config): one reference."""
-        return self._live
+        return self.prompts.live
 
     @property
     def predictor(self) -> TreePredictor | None:
@@ -143,8 +133,13 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
         return self.session.predictor if self.session is not None else None
 
     @property
+    def depth_inputs(self) -> dict[int, DepthInput]:
+        """camera index -> its depth input (empty without depth_topics)."""
+        return self._outputs.depth
+
+    @property
     def settings(self) -> Settings:
-        return self._live.settings
+        return self.prompts.live.settings
 
     @property
     def phase(self) -> str:
@@ -173,7 +168,7 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
         return self._transition("configure", self._configure, self._release)
 
     def _configure(self) -> None:
-        s = self._live.settings
+        s = self.prompts.live.settings
         problems = s.validate()
         if problems:
             raise ConfigureError("invalid parameters: " + "; ".join(problems))
@@ -183,13 +178,13 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
             raise ConfigureError(str(exc)) from exc
         self.session = self._make_session(s)
         try:
-            live = self._prepare(s)
+            live = self.prompts.prepare(s)
         except (PromptError, ValueError) as exc:
             raise ConfigureError(f"prompt parameter: {caret_message(s.prompt, exc)}") from exc
         self._outputs = FrameOutputs()
         self.cameras = [self._make_camera(i, t, prefixes[i]) for i, t in enumerate(s.image_topics)]
-        self._diag_pub = self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._commit(live)
+        self.monitor.open()
+        self.prompts.commit(live)
         if s.web_port:
             self._start_web(s)
         self._phase = "inactive"
@@ -204,12 +199,12 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
         return result
 
     def _activate(self) -> None:
-        s, g = self._live.settings, self._guard
+        s, g = self.prompts.live.settings, self._guard
         self._pipeline = FramePipeline(
             self.session,
             self.cameras,
-            lambda: self._live,
-            self._warn_throttled,
+            lambda: self.prompts.live,
+            self.monitor.warn,
             self._outputs,
             self.context.ok,
         )
@@ -230,18 +225,16 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
                     self, cam, self._outputs.depth[cam.index], depth_topic, info, qos
                 )
         handles.append(
-            self.create_timer(
-                s.diagnostics_period, g.call("diagnostics", self._publish_diagnostics)
-            )
+            self.create_timer(s.diagnostics_period, g.call("diagnostics", self.monitor.publish))
         )
         if s.no_frame_warning > 0:
-            self._no_frame_timer = self.create_timer(
-                s.no_frame_warning, g.call("no-frame check", self._check_no_frames)
+            self.monitor.no_frame_timer = self.create_timer(
+                s.no_frame_warning, g.call("no-frame check", self.monitor.check_no_frames)
             )
-            handles.append(self._no_frame_timer)
+            handles.append(self.monitor.no_frame_timer)
         self._while_active = handles
         self._phase = "active"
-        self._publish_label_info()
+        self.prompts.publish_label_info()
         self.get_logger().info(
             f"ready: model {s.model} ({self.predictor.backend_summary()} on {s.device}), prompt "
             f"{s.prompt!r}, inputs "
@@ -278,7 +271,7 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
                 self.destroy_timer(handle)
             else:
                 self.destroy_subscription(handle)
-        self._while_active, self._no_frame_timer = [], None
+        self._while_active, self.monitor.no_frame_timer = [], None
         if self._pipeline is not None:
             self._pipeline.stop()
             self._pipeline = None
@@ -293,12 +286,11 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
             for pub in cam.publishers.values():
                 self.destroy_lifecycle_publisher(pub)
         self.cameras = []
-        if self._diag_pub is not None:
-            self.destroy_lifecycle_publisher(self._diag_pub)
-            self._diag_pub = None
         self.session = None
-        self._previous_stats.clear()
-        self._commit(Live(self._live.settings))  # drops the encoded state, keeps the settings
+        self.monitor.close()
+        self.prompts.commit(
+            Live(self.prompts.live.settings)
+        )  # drops the encoded state, keeps the settings
         self._phase = "unconfigured"
         _release_freed_memory()
 
@@ -314,7 +306,7 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
         if problem:  # e.g. region_resolution adaptive with backend triton
             raise ConfigureError(f"invalid parameters: {problem}")
         try:
-            session = FrameSession(predictor, s, lock=self._encoder_lock, segmenter=segmenter)
+            session = FrameSession(predictor, s, lock=self.encoder_lock, segmenter=segmenter)
         except ImportError as exc:  # tracking without supervision
             raise ConfigureError(str(exc)) from exc
         try:
@@ -325,7 +317,7 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
 
     def _make_camera(self, index: int, topic: str, prefix: str) -> Camera:
         """A camera's lifecycle publishers (its subscriptions come at activate)."""
-        s = self._live.settings
+        s = self.prompts.live.settings
         resolved = self.resolve_topic_name(topic)
         stats = self.session.camera_stats(resolved)
         cam = Camera(
@@ -355,7 +347,7 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
     def _on_frame(self, cam: Camera, msg) -> None:
         now = time.monotonic()
         cam.stats.frame_received(now)
-        rate = self._live.settings.max_rate
+        rate = self.prompts.live.settings.max_rate
         if rate > 0 and now - cam.last_accepted < 1.0 / rate:
             cam.stats.frame_rate_limited()
             return
@@ -377,10 +369,10 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     """Entry point of `ros2 run ros2_owl owl_node`: exit 2 with a clear message on bad setup."""
-    rclpy.init(args=args)
     node = None
     try:
         try:
+            init_ros(args)
             node = OwlNode()
         except StartupError as exc:
             print(f"owl_node: cannot start: {exc}", file=sys.stderr, flush=True)

@@ -8,45 +8,17 @@ the server draws, encodes and sends on its own threads, so watching never slows 
 
 from __future__ import annotations
 
-import argparse
 import logging
-import os
 import sys
 import threading
 import time
 
 from ..runtime.session import FrameSession, SessionFrame
-from .sources import FrameSource, SourceError, open_source
+from .sources import FrameSource, SourceError
 
-__all__ = ["ServeLoop", "add_arguments", "open_source_from_args", "run"]
+__all__ = ["ServeLoop", "check_dependencies", "run"]
 
 log = logging.getLogger("ros2_owl.web")
-TOKEN_ENV = "ROS2_OWL_WEB_TOKEN"
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The source, address and security options of `serve` (the model options come from cli)."""
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--camera", metavar="N|DEVICE", help="camera index or device, e.g. 0")
-    src.add_argument("--video", metavar="FILE", help="a video file, played in a loop")
-    src.add_argument("--images", metavar="DIR", help="a folder of images, shown in a loop")
-    p.add_argument("--fps", type=float, help="source rate (default: the video's; images 1)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 = every one")
-    p.add_argument("--port", type=int, default=7860)
-    p.add_argument(
-        "--token",
-        default=os.environ.get(TOKEN_ENV),
-        help=f"require ?token=... (or header) on every request (default: ${TOKEN_ENV})",
-    )
-    p.add_argument("--max-viewers", type=int, default=4, help="concurrent pages at most")
-    p.add_argument(
-        "--stream-fps", type=float, default=15.0, help="most frames drawn and sent per second"
-    )
-
-
-def open_source_from_args(args) -> FrameSource:
-    """The source named on the command line (SourceError with one line when it cannot open)."""
-    return open_source(args.camera, args.video, args.images, args.fps)
 
 
 class ServeLoop:

@@ -4,7 +4,8 @@ Each concern is a typed frozen dataclass whose fields carry their Setting as met
 PromptSettings and PredictorConfig (detection.py: what to look for; the per-frame predictor
 settings), ModelSettings and TritonSettings (deployment.py), and the node's NodeSettings,
 InputSettings, OutputSettings, WebSettings, TrackingSettings, DepthSettings (node.py).
-`Settings` (catalogue.py) is all of them in one snapshot; SETTINGS lists their Setting entries,
+`Settings` (catalogue.py) is all of them in one snapshot (import a concern's class from its
+module); SETTINGS lists their Setting entries,
 from which the ROS parameter descriptors (ros/params.py) and the `ros2-owl` options
 (cli/options.py) follow; test_settings.py checks that config/owl.yaml and README's parameter
 table list exactly these settings with these defaults.
@@ -22,16 +23,7 @@ it where it is used: `settings.<name>` / `config.<name>`.
 """
 
 from .catalogue import SCHEMA, SETTINGS, Settings, require_setting, setting_problem, settings_from
-from .deployment import ModelSettings, TritonSettings
-from .detection import PredictorConfig, PromptSettings
-from .node import (
-    DepthSettings,
-    InputSettings,
-    NodeSettings,
-    OutputSettings,
-    TrackingSettings,
-    WebSettings,
-)
+from .detection import PredictorConfig
 from .schema import (
     BACKENDS,
     DEFAULT_CLIP,
@@ -69,18 +61,9 @@ __all__ = [
     "TRITON_CLIP_MODEL",
     "TRITON_FALLBACKS",
     "TRITON_OWL_MODEL",
-    "DepthSettings",
-    "InputSettings",
-    "ModelSettings",
-    "NodeSettings",
-    "OutputSettings",
     "PredictorConfig",
-    "PromptSettings",
     "Setting",
     "Settings",
-    "TrackingSettings",
-    "TritonSettings",
-    "WebSettings",
     "check_fraction",
     "format_label_thresholds",
     "parse_label_threshold",
