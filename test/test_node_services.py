@@ -333,3 +333,11 @@ def test_guard_reason_is_one_bounded_line():
     assert one_line(ValueError("a\n  b")) == "ValueError: a b"
     assert len(one_line(ValueError("x" * 10_000))) == 300
     assert one_line(KeyError()) == "KeyError"
+
+
+def test_a_mask_prompt_without_sam_is_refused_and_the_prompt_kept(owl):
+    resp = owl.set_prompt("[a cat {mask}]")
+    assert not resp.success and "no SAM model is loaded: set sam_model" in resp.message
+    bad = owl.set_prompt("[a cat {masks}]")
+    assert not bad.success and "unknown marker '{masks}'" in bad.message and "^" in bad.message
+    assert owl.set_prompt(PROMPT).success

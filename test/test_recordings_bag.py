@@ -189,3 +189,30 @@ def test_bag_track_puts_track_ids_in_the_detections(tmp_path, models, capsys):
         ):  # without --track: the per-frame instance ids, no track ids
             assert [d.id for d in dets.detections] == [str(t.id) for t in trees.detections]
             assert all(t.track_id == 0 for t in trees.detections)
+
+
+def test_bag_masks_topic_is_a_label_image_of_the_tree_ids(
+    tmp_path, tiny_owlvit_dir, tiny_sam_dir, capsys
+):
+    write_bag(tmp_path / "in", "sqlite3", frames=2, bad_frame=None)
+    argv = [
+        "bag",
+        str(tmp_path / "in"),
+        "--topic",
+        FRONT,
+        "--quiet",
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    argv += ["--model", str(tiny_owlvit_dir), "--no-clip", "--sam-model", str(tiny_sam_dir)]
+    assert cli.main([*argv, "--prompt", "[a box {mask} [a corner]]"]) == 0, capsys.readouterr().err
+    messages, kinds = read_bag(tmp_path / "out")
+    assert kinds["/masks"] == "sensor_msgs/msg/Image"
+    assert len(messages["/masks"]) == len(messages["/tree"]) == 2
+    for (_, image), (_, tree) in zip(messages["/masks"], messages["/tree"], strict=True):
+        assert image.header.stamp == tree.header.stamp and image.encoding == "mono16"
+        assert (image.width, image.height) == (80, 60) and image.step == 160
+        labels = np.frombuffer(bytes(image.data), "<u2").reshape(60, 80)
+        masked = {d.id for d in tree.detections if d.has_mask}
+        assert masked and set(np.unique(labels)) - {0} <= masked
+        assert all(d.has_mask == (d.class_id == "a box") for d in tree.detections)

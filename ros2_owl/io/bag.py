@@ -250,6 +250,9 @@ class BagOutput:
         classification = result_messages.image_classification(make, result, header)
         if classification is not None:
             self._write(camera, "classification", ts, classification)
+        masks = result_messages.mask_image(make, result, header)
+        if masks is not None:
+            self._write(camera, "masks", ts, masks)
         if self.options.annotated_image and draw is not None:
             image = result_messages.rgb_image(make, draw(frame.image, result), header)
             self._write(camera, "annotated_image", ts, image)

@@ -19,6 +19,8 @@ __all__ = [
     "detection_id",
     "image_classification",
     "label_info",
+    "mask_image",
+    "mask_labels",
     "rgb_image",
     "tree_array",
     "tree_nodes",
@@ -115,6 +117,10 @@ def tree_array(make: MessageFactory, result, header):
         fill_bbox(msg.bbox, det.box, result.image_size)
         for cls in det.classifications:
             msg.classifications.append(_classification(make, cls))
+        if det.mask is not None:
+            msg.has_mask, msg.mask_score = True, float(det.mask.score)
+            if det.mask.box is not None:
+                fill_bbox(msg.mask_bbox, det.mask.box, result.image_size)
         out.detections.append(msg)
     for cls in result.image_classifications:
         out.image_classifications.append(_classification(make, cls))
@@ -168,4 +174,35 @@ def rgb_image(make: MessageFactory, rgb: np.ndarray, header):
     msg.is_bigendian = 0
     msg.step = msg.width * 3
     msg.data = make.array("uint8", np.ascontiguousarray(rgb).reshape(-1))
+    return msg
+
+
+def mask_labels(result) -> np.ndarray | None:
+    """HxW uint16 label image: each pixel the id of the detection whose mask covers it (0 =
+    none; where masks overlap the higher score wins). None when the prompt marks no label
+    {mask}; all zeros when it does and nothing was found."""
+    if result.tree is None or not result.tree.mask_labels():
+        return None
+    width, height = result.image_size
+    labels = np.zeros((height, width), np.uint16)
+    masked = [d for d in result.detections if d.mask is not None]
+    for det in sorted(masked, key=lambda d: d.score):
+        labels[np.asarray(det.mask.mask, dtype=bool)] = det.id
+    return labels
+
+
+def mask_image(make: MessageFactory, result, header):
+    """The frame's instance masks as one mono16 sensor_msgs/Image on the input's header
+    (mask_labels; None when the prompt marks no label {mask})."""
+    labels = mask_labels(result)
+    if labels is None:
+        return None
+    msg = make.new("sensor_msgs/msg/Image")
+    if header is not None:
+        msg.header = header
+    msg.height, msg.width = int(labels.shape[0]), int(labels.shape[1])
+    msg.encoding = "mono16"
+    msg.is_bigendian = 0
+    msg.step = msg.width * 2
+    msg.data = make.array("uint8", labels.astype("<u2").view(np.uint8).reshape(-1))
     return msg

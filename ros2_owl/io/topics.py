@@ -34,6 +34,8 @@ OUTPUT_TOPICS: dict[str, OutputTopic] = {
     "label_info": OutputTopic("vision_msgs/msg/LabelInfo", 1, transient_local=True),
     "annotated_image": OutputTopic("sensor_msgs/msg/Image", 2),
     "detections_3d": OutputTopic("vision_msgs/msg/Detection3DArray", 5, needs_depth=True),
+    # mono16 label image: pixel = TreeDetection.id whose mask covers it (prompts with {mask})
+    "masks": OutputTopic("sensor_msgs/msg/Image", 5),
 }
 
 

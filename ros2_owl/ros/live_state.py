@@ -76,6 +76,7 @@ class PromptController:
         if reuse is not None and reuse.state is not None and reuse.key == key:
             state = reuse.state
         else:
+            self._node.session.check_masks(s.prompt)
             state = self._node.predictor.prepare(s.prompt, label_thresholds=s.label_threshold_map())
         return Live(s, state, s.predictor_config(), key)
 

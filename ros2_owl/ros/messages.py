@@ -20,6 +20,7 @@ __all__ = [
     "image_classification",
     "label_info",
     "rgb_to_image_msg",
+    "mask_image",
     "tree_array",
     "tree_nodes",
 ]
@@ -73,6 +74,10 @@ def tree_array(result, header):
 
 def image_classification(result, header):
     return result_messages.image_classification(RCLPY, result, header)
+
+
+def mask_image(result, header):
+    return result_messages.mask_image(RCLPY, result, header)
 
 
 def label_info(tree, threshold: float, header):

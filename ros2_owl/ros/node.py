@@ -44,7 +44,7 @@ from ros2_owl.ros.params import declare_parameters, read_settings
 from ros2_owl.ros.pipeline import FrameOutputs, FramePipeline, Live
 from ros2_owl.ros.spatial import DepthInput, subscribe_depth
 from ros2_owl.ros.startup import StartupError, init_ros
-from ros2_owl.runtime.session import FrameSession, load_predictor
+from ros2_owl.runtime.session import FrameSession, load_predictor, load_segmenter
 from ros2_owl.srv import RegisterQuery, SetPrompt
 
 __all__ = ["OwlNode", "PromptChange", "StartupError", "main"]
@@ -299,13 +299,14 @@ class OwlNode(LifecycleNode):
         """The frame path of these settings: models (or the given predictor), queries, tracker."""
         try:
             predictor = self._given_predictor or load_predictor(s)
+            segmenter = load_segmenter(s)
         except Exception as exc:  # ModelLoadError, BackendError, torch errors
             raise ConfigureError(f"could not load the models: {one_line(exc, 2000)}") from exc
         problem = predictor.config_problem(s.predictor_config())
         if problem:  # e.g. region_resolution adaptive with backend triton
             raise ConfigureError(f"invalid parameters: {problem}")
         try:
-            session = FrameSession(predictor, s, lock=self.encoder_lock)
+            session = FrameSession(predictor, s, lock=self.encoder_lock, segmenter=segmenter)
         except ImportError as exc:  # tracking without supervision
             raise ConfigureError(str(exc)) from exc
         try:

@@ -146,11 +146,16 @@ class FramePipeline:
         pubs["detections"].publish(messages.detection_array(result, header, tracking))
         depth = out.depth.get(cam.index)
         if depth is not None:  # unpaired frames are only counted by the depth input
-            boxes_3d = depth.boxes_3d(header, [d.box for d in result.detections], result.image_size)
+            dets = result.detections
+            masks = [d.mask.mask if d.mask else None for d in dets]
+            boxes_3d = depth.boxes_3d(header, [d.box for d in dets], result.image_size, masks)
             if boxes_3d is not None:
                 msg = detection_3d_array(result, boxes_3d, header, tracking)
                 pubs["detections_3d"].publish(msg)
         pubs["tree"].publish(messages.tree_array(result, header))
+        masks = messages.mask_image(result, header)
+        if masks is not None:  # prompts with {mask} labels: every frame, found or not
+            pubs["masks"].publish(masks)
         classification = messages.image_classification(result, header)
         if classification is not None:
             pubs["classification"].publish(classification)

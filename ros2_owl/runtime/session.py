@@ -10,13 +10,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..core.predictor import PredictorConfig, PromptState, TreePredictor
+from ..core.preprocess import load_image
+from ..core.prompt import parse_prompt
 from ..core.results import TreeResult
 from ..core.tracking import Tracking, TrackingConfig
 from .stats import CameraStats
@@ -28,6 +31,7 @@ __all__ = [
     "ProcessedFrame",
     "SessionFrame",
     "load_predictor",
+    "load_segmenter",
     "make_tracking",
 ]
 
@@ -54,12 +58,32 @@ class ProcessedFrame:
 FrameStep = Callable[["FrameSession", SessionFrame, TreeResult], TreeResult]
 
 
+def segment_step(session: FrameSession, frame: SessionFrame, result: TreeResult) -> TreeResult:
+    """Instance masks for the detections of labels marked `{mask}` (a segmenter is loaded):
+    one image embedding per frame, all of its boxes in one decoder call."""
+    if session.segmenter is None or result.tree is None:
+        return result
+    masked = set(result.tree.mask_labels())
+    chosen = [d for d in result.detections if d.label_index in masked]
+    if not chosen:
+        return result
+    started = time.perf_counter()
+    boxes = torch.tensor([d.box for d in chosen], dtype=torch.float32)
+    masks = session.segmenter.segment(load_image(frame.image), boxes)
+    by_id = {d.id: m for d, m in zip(chosen, masks, strict=True)}
+    detections = tuple(
+        replace(d, mask=by_id[d.id]) if d.id in by_id else d for d in result.detections
+    )
+    timings = {**result.timings_ms, "segment": (time.perf_counter() - started) * 1e3}
+    return replace(result, detections=detections, timings_ms=timings)
+
+
 def track_step(session: FrameSession, frame: SessionFrame, result: TreeResult) -> TreeResult:
     """Track ids per camera (`tracking` on): frames of one camera arrive in order."""
     return result if session.tracking is None else session.tracking.update(frame.camera, result)
 
 
-FRAME_STEPS: list[FrameStep] = [track_step]  # run in order on every result, every front end
+FRAME_STEPS: list[FrameStep] = [segment_step, track_step]  # in order, every front end
 
 
 def load_predictor(settings, model: str | None = None, clip_model: str | None = None):
@@ -77,6 +101,20 @@ def load_predictor(settings, model: str | None = None, clip_model: str | None = 
         cache_dir=settings.cache_dir or None,
         precision=settings.precision,
         triton=triton_options(settings),
+    )
+
+
+def load_segmenter(settings):
+    """The SAM segmenter `sam_model` names, on the settings' device (None: no masks)."""
+    if not settings.sam_model:
+        return None
+    from ..models.sam import SamSegmenter
+
+    return SamSegmenter.load(
+        settings.sam_model,
+        device=settings.device,
+        backend=settings.sam_backend,
+        artefact_dir=settings.cache_dir or None,
     )
 
 
@@ -106,9 +144,11 @@ class FrameSession:
         settings,
         prompt: str | None = None,
         lock: Any = None,
+        segmenter=None,
     ):
         self.predictor = predictor
         self.settings = settings
+        self.segmenter = segmenter  # SamSegmenter for `{mask}` labels, or None
         self.tracking = make_tracking(settings)
         self.steps: list[FrameStep] = list(FRAME_STEPS)
         # image encoders may not be re-entrant (one TensorRT execution context): inference and
@@ -128,7 +168,8 @@ class FrameSession:
         lock: Any = None,
     ) -> FrameSession:
         """Load the models (unless `predictor` is given) and the queries file, encode `prompt`."""
-        session = cls(predictor or load_predictor(settings), settings, lock=lock)
+        predictor = predictor or load_predictor(settings)
+        session = cls(predictor, settings, lock=lock, segmenter=load_segmenter(settings))
         session.load_queries(missing_ok=queries_missing_ok)
         if prompt:
             session.state = session.prepare(prompt)
@@ -144,8 +185,18 @@ class FrameSession:
 
     def prepare(self, prompt: str) -> PromptState:
         """Encode `prompt` with the settings' per-label thresholds (it does not replace .state)."""
+        self.check_masks(prompt)
         thresholds = self.settings.label_threshold_map()
         return self.predictor.prepare(prompt, label_thresholds=thresholds)
+
+    def check_masks(self, prompt: str) -> None:
+        """ValueError when the prompt marks labels {mask} and no segmenter is loaded (every
+        front end's prompt change asks this before encoding)."""
+        if self.segmenter is None and parse_prompt(prompt).mask_labels():
+            raise ValueError(
+                "the prompt marks labels {mask} but no SAM model is loaded: set sam_model "
+                "(e.g. facebook/sam-vit-base), or remove {mask}"
+            )
 
     def camera_stats(self, camera: str) -> CameraStats:
         """The counters of one camera (created on first use)."""

@@ -8,7 +8,7 @@ has a validation or swap rule of its own.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -120,8 +120,10 @@ class PredictorPromptControl:
         prompt: str,
         config: PredictorConfig,
         label_thresholds: Mapping[str, float] | None = None,
+        check: Callable[[str], None] | None = None,
     ):
         self.predictor, self.config = predictor, config
+        self.check = check or (lambda prompt: None)  # the session's prompt rules ({mask})
         overrides = dict(label_thresholds or {})
         self._live = _Live(predictor.prepare(prompt, label_thresholds=overrides), overrides)
         self._lock = threading.Lock()  # serialises changes; readers never take it
@@ -146,6 +148,7 @@ class PredictorPromptControl:
 
     def _apply(self, prompt: str, overrides: dict[str, float]) -> PromptOutcome:
         try:
+            self.check(prompt)
             state = self.predictor.prepare(prompt, label_thresholds=overrides)
         except PromptError as error:
             return PromptOutcome(False, str(error), self.view(), error.column, prompt)

@@ -78,7 +78,11 @@ def run(args, session: FrameSession, source: FrameSource, prompt: str) -> int:
 
     settings = session.settings
     control = PredictorPromptControl(
-        session.predictor, prompt, settings.predictor_config(), settings.label_threshold_map()
+        session.predictor,
+        prompt,
+        settings.predictor_config(),
+        settings.label_threshold_map(),
+        check=session.check_masks,
     )
     server = WebServer(
         control,

@@ -11,6 +11,7 @@ from .schema import (
     DEFAULT_MODEL,
     DTYPES,
     PRECISIONS,
+    SAM_BACKENDS,
     TRITON_CLIP_MODEL,
     TRITON_FALLBACKS,
     TRITON_OWL_MODEL,
@@ -35,6 +36,20 @@ class ModelSettings:
         DEFAULT_CLIP,
         "CLIP hub id or local directory for classify groups ('' = none; loaded at configure).",
         live=False,
+        cli=True,
+    )
+    sam_model: str = setting(
+        "",
+        "SAM hub id or local directory for instance masks of labels marked {mask}, e.g. "
+        "facebook/sam-vit-base ('' = none; loaded at configure).",
+        live=False,
+        cli=True,
+    )
+    sam_backend: str = setting(
+        "torch",
+        "Backend of SAM's image encoder: torch, or onnxruntime (exported and cached like OWL's).",
+        live=False,
+        choices=SAM_BACKENDS,
         cli=True,
     )
     device: str = setting(

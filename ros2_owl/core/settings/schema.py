@@ -19,6 +19,7 @@ PRECISIONS = ("fp32", "allow-reduced")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 SCORING_MODES = ("independent", "exclusive")
 REGION_RESOLUTIONS = ("native", "adaptive")
+SAM_BACKENDS = ("torch", "onnxruntime")
 # backend "triton": the served model names `build-engine --triton-repo` writes
 TRITON_OWL_MODEL = "owl_image_encoder"
 TRITON_CLIP_MODEL = "clip_image_encoder"
