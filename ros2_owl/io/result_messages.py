@@ -166,15 +166,7 @@ def rgb_image(make: MessageFactory, rgb: np.ndarray, header):
     """An rgb8 sensor_msgs/Image of an HxWx3 uint8 array (the annotated image)."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected HxWx3 uint8, got {rgb.shape} {rgb.dtype}")
-    msg = make.new("sensor_msgs/msg/Image")
-    if header is not None:
-        msg.header = header
-    msg.height, msg.width = int(rgb.shape[0]), int(rgb.shape[1])
-    msg.encoding = "rgb8"
-    msg.is_bigendian = 0
-    msg.step = msg.width * 3
-    msg.data = make.array("uint8", np.ascontiguousarray(rgb).reshape(-1))
-    return msg
+    return _image(make, header, "rgb8", rgb)
 
 
 def mask_labels(result) -> np.ndarray | None:
@@ -197,12 +189,18 @@ def mask_image(make: MessageFactory, result, header):
     labels = mask_labels(result)
     if labels is None:
         return None
+    return _image(make, header, "mono16", labels.astype("<u2"))
+
+
+def _image(make: MessageFactory, header, encoding: str, pixels: np.ndarray):
+    """A little-endian sensor_msgs/Image of an HxW or HxWxC array, rows unpadded."""
+    pixels = np.ascontiguousarray(pixels)
     msg = make.new("sensor_msgs/msg/Image")
     if header is not None:
         msg.header = header
-    msg.height, msg.width = int(labels.shape[0]), int(labels.shape[1])
-    msg.encoding = "mono16"
+    msg.height, msg.width = int(pixels.shape[0]), int(pixels.shape[1])
+    msg.encoding = encoding
     msg.is_bigendian = 0
-    msg.step = msg.width * 2
-    msg.data = make.array("uint8", labels.astype("<u2").view(np.uint8).reshape(-1))
+    msg.step = msg.width * (pixels.itemsize * (pixels.shape[2] if pixels.ndim == 3 else 1))
+    msg.data = make.array("uint8", pixels.view(np.uint8).reshape(-1))
     return msg
