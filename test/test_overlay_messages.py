@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from fixtures_ros import _import_rclpy
 
-from ros2_owl.prompt import parse_prompt
-from ros2_owl.results import Detection, TreeResult
+from ros2_owl.core.prompt import parse_prompt
+from ros2_owl.core.results import Detection, TreeResult
 
 PROMPT = "[a person [a face]]"
 
@@ -39,7 +39,7 @@ def test_image_annotations_have_every_box_and_caption_nested_ones_too(factory):
     from foxglove_msgs.msg import ImageAnnotations
     from rclpy.serialization import deserialize_message, serialize_message
 
-    from ros2_owl.overlay_messages import LINE_LOOP, image_annotations
+    from ros2_owl.io.overlay_messages import LINE_LOOP, image_annotations
 
     msg = image_annotations(factory, result((4, 9)), header(), tracking=True)
     msg = deserialize_message(serialize_message(msg), ImageAnnotations)  # what goes on the wire
@@ -70,7 +70,7 @@ def detections_3d(ids):
 
 
 def test_markers_delete_vanished_ids_and_clear_on_a_prompt_change(factory):
-    from ros2_owl.overlay_messages import ADD, DELETE, DELETEALL, MarkerIds, marker_array
+    from ros2_owl.io.overlay_messages import ADD, DELETE, DELETEALL, MarkerIds, marker_array
 
     ids = MarkerIds()
     labels = {"a person": 1}
@@ -101,9 +101,9 @@ def test_markers_delete_vanished_ids_and_clear_on_a_prompt_change(factory):
 
 
 def test_missing_transform_untransformed_keeps_the_camera_frame(rclpy_context):
+    from ros2_owl.core.settings import settings_from
     from ros2_owl.ros.guard import CallbackGuard
     from ros2_owl.ros.robot_outputs import RobotOutputs
-    from ros2_owl.settings import settings_from
 
     rclpy, context = rclpy_context
     node = rclpy.create_node("robot_outputs_test", context=context)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation, Slerp
 
-from ros2_owl.transforms import Transform, TransformBuffer, TransformError, slerp
+from ros2_owl.core.transforms import Transform, TransformBuffer, TransformError, slerp
 
 S = 1_000_000_000  # ns per second
 

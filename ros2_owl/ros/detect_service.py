@@ -3,7 +3,9 @@
 The streaming prompt is never touched: a request gets its own encoded prompt and its own result.
 The service callback runs in its own reentrant callback group (the node spins a multi-threaded
 executor), hands the request to one worker thread and waits for it with the request's timeout;
-the model runs on that worker, taking turns with the frame pipeline through the encoder lock.
+the model runs on that worker, taking turns with the frame pipeline through the session's
+encoder lock. It calls the predictor, not FrameSession.process: a one-shot result must not
+enter the camera's tracks or frame counters.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from dataclasses import dataclass
 
 from rclpy.callback_groups import ReentrantCallbackGroup
 
-from ros2_owl.prompt import PromptError, caret_message
+from ros2_owl.core.prompt import PromptError, caret_message
+from ros2_owl.io.images import ImageConversionError, message_to_rgb
 from ros2_owl.ros import messages
-from ros2_owl.ros.convert import ImageConversionError, message_to_rgb
 from ros2_owl.ros.guard import one_line
 from ros2_owl.ros.spatial import detection_3d_array
 from ros2_owl.ros.web_bridge import select_camera
@@ -133,7 +135,7 @@ class DetectService:
             return _Answer(False, f"no frame from {cam.resolved_topic} within {timeout:g} s")
         try:
             image = message_to_rgb(msg)
-            with node._encoder_lock:
+            with node.encoder_lock:
                 result = predictor.predict(image, state, live.config)
         except (ImageConversionError, ValueError) as exc:
             return _Answer(False, f"the newest frame of {cam.resolved_topic}: {one_line(exc)}")
@@ -141,14 +143,16 @@ class DetectService:
 
     def _boxes_3d(self, cam, result, header):
         """Detection3DArray for this frame when the camera has depth (in target_frame if set)."""
-        depth = self._node._outputs.depth.get(cam.index)
+        depth = self._node.depth_inputs.get(cam.index)
         if depth is None:
             return None
-        boxes = depth.boxes_3d(header, [d.box for d in result.detections], result.image_size)
+        dets = result.detections
+        masks = [d.mask.mask if d.mask else None for d in dets]
+        boxes = depth.boxes_3d(header, [d.box for d in dets], result.image_size, masks)
         if boxes is None:
             return None
         msg = detection_3d_array(result, boxes, header, False)
-        robot = self._node._outputs.robot
+        robot = self._node.robot_outputs
         return robot.to_target(cam.index, msg) if robot is not None else msg
 
     def close(self) -> None:

@@ -9,11 +9,12 @@ import threading
 import time
 
 import numpy as np
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Header
 
-from ros2_owl.overlay_messages import MarkerIds, image_annotations, marker_array
+from ros2_owl.core.transforms import Transform, TransformError, quat_multiply
+from ros2_owl.io.overlay_messages import MarkerIds, image_annotations, marker_array
 from ros2_owl.ros.messages import RCLPY
-from ros2_owl.transforms import Transform, TransformError, quat_multiply
 
 __all__ = ["RobotOutputs", "transform_detections_3d"]
 
@@ -83,8 +84,9 @@ class RobotOutputs:
     def enabled(self) -> bool:
         return bool(self._types or self.tf or self.prompt_topic)
 
-    def add_camera(self, node, cam, output_topic, qos) -> None:
+    def add_camera(self, node, cam, output_topic) -> None:
         """The camera's lifecycle publishers (destroyed with its others at cleanup)."""
+        qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         for name, kind in self._types.items():
             topic = output_topic(cam.prefix, name)
             cam.publishers[name] = node.create_lifecycle_publisher(kind, topic, qos)

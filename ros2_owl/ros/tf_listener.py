@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from ros2_owl.transforms import TransformBuffer
+from ros2_owl.core.transforms import TransformBuffer
 
 __all__ = ["DYNAMIC_QOS", "STATIC_QOS", "TfListener"]
 

@@ -9,8 +9,8 @@ that frame without a re-encoded copy. Messages come from a MessageFactory (resul
 
 from __future__ import annotations
 
-from ros2_owl.draw import label_colour
-from ros2_owl.result_messages import MessageFactory, clip_box
+from ros2_owl.core.draw import label_colour
+from ros2_owl.io.result_messages import MessageFactory, clip_box
 
 __all__ = ["MarkerIds", "image_annotations", "marker_array", "marker_id"]
 
