@@ -33,6 +33,7 @@ DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 DEFAULT_PROMPT = "[a person [a face, a hand] (standing, sitting)]"
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt", "triton")
 PRECISIONS = ("fp32", "allow-reduced")
+BACKEND_UPGRADES = ("background", "wait")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 SCORING_MODES = ("independent", "exclusive")
 REGION_RESOLUTIONS = ("native", "adaptive")
@@ -282,6 +283,15 @@ SETTINGS: tuple[Setting, ...] = (
         "'allow-reduced' lets backend auto choose bfloat16 or int8 on CPU (never otherwise).",
         live=False,
         choices=PRECISIONS,
+        cli=True,
+    ),
+    Setting(
+        "backend_upgrade",
+        "background",
+        "backend auto on a CPU with no cached decision: 'background' = serve with torch at "
+        "once, measure and swap in the winner between frames; 'wait' = measure before serving.",
+        live=False,
+        choices=BACKEND_UPGRADES,
         cli=True,
     ),
     # --- backend triton: a shared inference server (configure) ---------------------------------

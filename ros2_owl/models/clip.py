@@ -69,6 +69,13 @@ class ClipModel(CachedTextEncoder):
             self._run_text, self.check_label, info.embed_dim, self.device
         )
 
+    def free_image_encoder(self) -> None:
+        """Drop the torch vision tower once a runtime backend encodes the regions (text stays)."""
+        from .owl import FreedImageEncoder
+
+        self.model.vision_model = self.model.visual_projection = None
+        self.encoder = FreedImageEncoder.of(self.encoder)
+
     @classmethod
     def load(cls, model_id: str, device: str = "cpu", cache_dir: str | None = None) -> ClipModel:
         """Load CLIPModel + processor from a hub id or directory (ModelLoadError on failure)."""

@@ -264,6 +264,7 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
         self._while_active = handles
         self._phase = "active"
         self._publish_label_info()
+        self._start_upgrade()
         self.get_logger().info(
             f"ready: model {s.model} ({self.predictor.backend_summary()} on {s.device}), prompt "
             f"{s.prompt!r}, inputs "
@@ -318,6 +319,8 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
         if self._diag_pub is not None:
             self.destroy_lifecycle_publisher(self._diag_pub)
             self._diag_pub = None
+        if self.predictor is not None and self.predictor.upgrade is not None:
+            self.predictor.upgrade.cancel()
         self.predictor = None
         self._previous_stats.clear()
         self._commit(Live(self._live.settings))  # drops the encoded state, keeps the settings
@@ -337,9 +340,18 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
                 cache_dir=s.cache_dir or None,
                 precision=s.precision,
                 triton=triton_options(s),
+                upgrade=s.backend_upgrade,
             )
         except Exception as exc:  # ModelLoadError, BackendError, torch errors
             raise ConfigureError(f"could not load the models: {one_line(exc, 2000)}") from exc
+
+    def _start_upgrade(self) -> None:
+        """backend auto still measuring: the frames run on torch meanwhile (backends/upgrade.py);
+        started here, on the node's own thread, so its threads keep the node's priority."""
+        upgrade = self.predictor.upgrade
+        if upgrade is not None and upgrade.status.state == "pending":
+            upgrade.log = self.get_logger().info
+            upgrade.start()
 
     def _make_camera(self, index: int, topic: str, prefix: str) -> Camera:
         """A camera's lifecycle publishers (its subscriptions come at activate)."""

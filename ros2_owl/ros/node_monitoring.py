@@ -55,6 +55,7 @@ class MonitoringMixin:
         predictor = self.predictor
         if predictor is None or self._diag_pub is None:
             return  # a tick racing deactivate/cleanup
+        upgrade = predictor.upgrade
         statuses = [
             node_status(
                 name,
@@ -62,6 +63,7 @@ class MonitoringMixin:
                 clip_model=s.clip_model or "none",
                 backend=s.backend,
                 backend_choice=predictor.backend_summary(),
+                backend_upgrade=upgrade.status.describe() if upgrade else "none",
                 device=s.device,
                 prompt=s.prompt,
                 callback_errors=self._guard.errors,
