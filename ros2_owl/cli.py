@@ -28,6 +28,11 @@ from .settings import SETTINGS, Setting, settings_from
 DEMO_PROMPT = "[a person [a face], a cat (sleeping, awake), a cup]"
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 DEBUG_ENV = "ROS2_OWL_DEBUG"
+# `detect` with backend auto and no cached decision measures only for this many images or more:
+# the first B/32 start took 746 s against 19.5 s with the cache ready (export, int8, measuring),
+# and ONNX Runtime saves at most ~0.5 s per image against torch on the CPUs measured (README
+# Performance): ~726 s / 0.5 s = ~1500 images before the export pays for itself.
+AMORTISE_IMAGES = 1500
 
 
 def _value_type(setting: Setting):
@@ -143,7 +148,7 @@ def read_image(path: str) -> np.ndarray:
         raise ValueError(f"cannot read image {path!r}: {error}") from None
 
 
-def _load(args, model: str, clip: str | None):
+def _load(args, model: str, clip: str | None, upgrade: str = "wait"):
     from .backends.triton_backend import triton_options
     from .predictor import TreePredictor
 
@@ -158,7 +163,24 @@ def _load(args, model: str, clip: str | None):
         cache_dir=settings.cache_dir or None,
         precision=settings.precision,
         triton=triton_options(settings),
+        upgrade=upgrade,
     )
+
+
+def _load_for(args, model: str, clip: str | None, images: int):
+    """A predictor for `images` images: torch when backend auto has no cached decision and
+    fewer than AMORTISE_IMAGES would not pay for the export (said in one line)."""
+    few = images < AMORTISE_IMAGES and _settings(args).backend_upgrade == "background"
+    predictor = _load(args, model, clip, "background" if few else "wait")
+    if predictor.upgrade is not None:  # not started: this run ends before it would pay off
+        predictor.upgrade = None
+        print(
+            f"backend auto: no measured choice cached for this CPU and {images} image(s) < "
+            f"{AMORTISE_IMAGES}, so torch runs them (exporting would not pay off); "
+            "`ros2-owl build-engine --backend auto` prepares it once",
+            file=sys.stderr,
+        )
+    return predictor
 
 
 def format_result(name: str, result) -> str:
@@ -260,7 +282,8 @@ def cmd_detect(args) -> int:
         print("error: --prompt is required", file=sys.stderr)
         return 2
     settings = _settings(args)
-    return _run(args, _load(args, settings.model, settings.clip_model), args.images)
+    predictor = _load_for(args, settings.model, settings.clip_model, len(args.images))
+    return _run(args, predictor, args.images)
 
 
 def cmd_serve(args) -> int:
@@ -277,7 +300,9 @@ def cmd_serve(args) -> int:
     args.prompt = args.prompt or DEMO_PROMPT
     try:
         settings = _settings(args)
-        predictor = _load(args, settings.model, settings.clip_model)
+        predictor = _load(args, settings.model, settings.clip_model, settings.backend_upgrade)
+        if predictor.upgrade is not None:  # a server runs long enough: upgrade while serving
+            predictor.upgrade.start()
         if settings.queries_file:
             predictor.load_queries(settings.queries_file)
         config, thresholds = settings.predictor_config(), settings.label_threshold_map()
@@ -307,13 +332,13 @@ def cmd_demo(args) -> int:
         settings.model, clip_model, full_size=args.full_size, cache_dir=cache_dir
     )
     try:
-        predictor = _load(args, owl, clip)
+        predictor = _load_for(args, owl, clip, len(images))
     except ModelLoadError as error:
         if is_random:
             raise
         reasons = [str(error)]
         owl, clip = random_models(settings.model, clip_model, args.full_size, cache_dir, reasons)
-        predictor = _load(args, owl, clip)
+        predictor = _load_for(args, owl, clip, len(images))
     else:
         if not is_random:
             print(f"using real weights: {', '.join(m for m in (owl, clip) if m)}")
