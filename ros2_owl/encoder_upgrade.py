@@ -98,3 +98,18 @@ def freeable(predictor, built: Mapping[str, ImageEncoderBackend]) -> list[str]:
     keep_owl = predictor.adaptive_seen and built.get("owl") is not None
     keep_owl = keep_owl and built["owl"].name != "torch"
     return [name for name in built if not (name == "owl" and keep_owl)]
+
+
+def free_unused(predictor) -> list[str]:
+    """Free the torch image encoders a runtime backend (ONNX Runtime, TensorRT) replaced from the
+    start (a warm cache), by the same rule as after a swap; returns the names freed."""
+    enc = predictor.encoders
+    runtime = {
+        name: encoder
+        for name, encoder in (("owl", enc.owl), ("clip", enc.clip))
+        if encoder is not None and encoder.name in ("onnxruntime", "tensorrt")
+    }
+    free = freeable(predictor, runtime)
+    if free:
+        predictor.adopt_encoders({}, free=free)
+    return free

@@ -17,6 +17,7 @@ from ros2_owl.backends.upgrade import (
     UPGRADE_THREAD,
     thread_nice,
 )
+from ros2_owl.encoder_upgrade import free_unused
 from ros2_owl.predictor import PredictorConfig, TreePredictor
 
 PROMPT = "[a cat [an ear], a dog] (indoor, outdoor)"
@@ -105,8 +106,12 @@ def test_serves_torch_then_swaps_to_the_measured_winner_at_normal_priority(
     assert predictor.owl.model.owlvit.text_model is not None
     _agree(before, after)
     assert len(predictor.prepare("[a bird]").tree.labels) == 2  # text towers still encode
+    adaptive = PredictorConfig(region_resolution="adaptive")
+    assert "freed after the backend upgrade" in predictor.config_problem(adaptive)
     again = _load(tiny_owlvit_dir, tiny_clip_dir, tmp_path)  # the decision is cached now
     assert again.upgrade is None and again.owl_encoder.name == "onnxruntime"
+    assert free_unused(again) == ["owl", "clip"] and again.owl.encoder.freed
+    _agree(before, again.predict(image, again.prepare(PROMPT)))
 
 
 def test_a_frame_keeps_its_encoder_set_when_a_swap_lands_mid_frame(

@@ -30,6 +30,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs.msg import Classification, Detection2DArray, Detection3DArray, LabelInfo
 
 from ros2_owl.backends.triton_backend import triton_options
+from ros2_owl.encoder_upgrade import free_unused
 from ros2_owl.msg import TreeDetectionArray
 from ros2_owl.predictor import TreePredictor
 from ros2_owl.prompt import PromptError, caret_message
@@ -194,7 +195,11 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
             prefixes = output_prefixes(s.image_topics, s.camera_names)
         except ValueError as exc:
             raise ConfigureError(str(exc)) from exc
-        self.predictor = self._given_predictor or self._load_predictor(s)
+        if self._given_predictor is not None:
+            self.predictor = self._given_predictor
+        else:  # ours: torch image encoders a runtime backend replaced are freed
+            self.predictor = self._load_predictor(s)
+            free_unused(self.predictor)
         problem = self.predictor.config_problem(s.predictor_config())
         if problem:  # e.g. region_resolution adaptive with backend triton
             raise ConfigureError(f"invalid parameters: {problem}")
