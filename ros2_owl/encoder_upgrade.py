@@ -72,9 +72,14 @@ class EncoderStarter:
             return None
         ref = weakref.ref(predictor)  # a cleaned-up node's predictor must not live on in it
 
-        def adopt(built: Mapping[str, ImageEncoderBackend]) -> None:
+        def adopt(built: Mapping[str, ImageEncoderBackend], choices: Mapping) -> None:
             target = ref()
-            if target is not None:
+            if target is None:
+                return
+            for name in set(choices) - set(built):  # kept: what serves is now the measured choice
+                kept = target.owl_encoder if name == "owl" else target.clip_encoder
+                kept.selection = choices[name]
+            if built:
                 target.adopt_encoders(built, free=freeable(target, built))
 
         kw = self.kwargs

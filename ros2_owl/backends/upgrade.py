@@ -113,8 +113,9 @@ class BackgroundUpgrade:
     """Measure in a low-priority thread, build the winners in a normal one, adopt them at once.
 
     ``measure(job)`` stores the decision and returns it; ``build(job)`` builds the encoder from
-    the stored decision; ``adopt(encoders)`` takes {job name: encoder}; ``keep(choice)`` says
-    a winner is what already serves (no build, no swap).
+    the stored decision; ``adopt(encoders, choices)`` takes {job name: encoder} (those kept
+    are absent) and every job's AutoChoice; ``keep(choice)`` says a winner is what already
+    serves (no build, no swap).
     """
 
     def __init__(
@@ -123,7 +124,7 @@ class BackgroundUpgrade:
         *,
         measure: Callable[[UpgradeJob], AutoChoice],
         build: Callable[[UpgradeJob], ImageEncoderBackend],
-        adopt: Callable[[Mapping[str, ImageEncoderBackend]], None],
+        adopt: Callable[[Mapping[str, ImageEncoderBackend], Mapping[str, AutoChoice]], None],
         keep: Callable[[AutoChoice], bool] = lambda choice: False,
         say: Callable[[str], None] = LOG.info,
         serving: str = "torch float32",
@@ -210,6 +211,7 @@ class BackgroundUpgrade:
         todo = [j for j in self.jobs if not self._keep(self.choices[j.name])]
         summary = "; ".join(f"{n}: {c.describe()}" for n, c in self.choices.items())
         if not todo:
+            self._adopt({}, dict(self.choices))
             self.status.set("kept", f"auto chose what serves ({summary})")
             self.log(f"backend upgrade: keeping {self.status.serving}: {summary}")
             return
@@ -218,7 +220,7 @@ class BackgroundUpgrade:
         if self._cancelled.is_set():
             self.status.set("cancelled")
             return
-        self._adopt(built)
+        self._adopt(built, dict(self.choices))
         names = ", ".join(f"{n} -> {e.name}" for n, e in built.items())
         self.status.set("swapped", f"{names} ({summary})")
         self.log(f"backend upgrade: swapped {names} between frames; {summary}")
@@ -231,7 +233,7 @@ class BackgroundUpgrade:
 
 def auto_upgrade(
     jobs: Sequence[UpgradeJob],
-    adopt: Callable[[Mapping[str, ImageEncoderBackend]], None],
+    adopt: Callable[[Mapping[str, ImageEncoderBackend], Mapping[str, AutoChoice]], None],
     *,
     device: str,
     dtype: str,
