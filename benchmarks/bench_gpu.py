@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -292,16 +293,39 @@ def main(argv: list[str] | None = None) -> int:
     flat, tree = load_predictors(args.dry_run, device, dtype_name, cache)
     rep.say(f"models ready in {time.perf_counter() - start:.1f} s ({flat.owl.info.model_id})")
     size = flat.owl.info.image_size
-    encoder_section(rep, flat.owl_encoder, size, device, iters, budget, batches)
     graphed = CudaGraphEncoder(flat.owl_encoder, max(batches)) if device.type == "cuda" else None
-    end_to_end_section(rep, flat, device, iters, graphed)
-    cameras_section(rep, flat, device, iters, graphed, batches)
-    tree_section(rep, tree, device, max(2, iters // 4))
-    profile_section(rep, flat, device, results)
+    sections = [
+        (
+            "encoder",
+            lambda: encoder_section(rep, flat.owl_encoder, size, device, iters, budget, batches),
+        ),
+        ("end_to_end", lambda: end_to_end_section(rep, flat, device, iters, graphed)),
+        ("cameras", lambda: cameras_section(rep, flat, device, iters, graphed, batches)),
+        ("tree", lambda: tree_section(rep, tree, device, max(2, iters // 4))),
+        ("profile", lambda: profile_section(rep, flat, device, results)),
+    ]
+    failed = [name for name, run in sections if not run_section(rep, name, run, flat)]
     rep.say(f"\ntotal {time.perf_counter() - start:.0f} s")
+    if failed:
+        rep.say(f"FAILED sections: {', '.join(failed)} (tracebacks above)")
     (results / "gpu_bench.json").write_text(json.dumps(rep.data, indent=2))
     (results / "gpu_bench.txt").write_text("\n".join(rep.lines) + "\n")
-    return 0
+    return 1 if failed else 0
+
+
+def run_section(rep: Report, name: str, run: Callable[[], None], predictor) -> bool:
+    """One section; a failure is reported with its traceback and the next section still runs
+    (the first GPU run lost four sections to one missing attribute)."""
+    encoder = predictor.owl_encoder
+    try:
+        run()
+        return True
+    except Exception:  # report and go on: every later number still counts
+        rep.say(f"\n!! section {name} failed:\n{traceback.format_exc()}")
+        rep.put("failed", name, traceback.format_exc().splitlines()[-1])
+        return False
+    finally:
+        predictor.owl_encoder = encoder  # a section that swapped encoders never leaks it
 
 
 if __name__ == "__main__":

@@ -49,3 +49,25 @@ def test_missing_wheel_folder_is_one_clear_error(tmp_path):
         f"error: wheel folder {tmp_path / 'no-wheels'} does not exist (prepare it with "
         "--prepare-wheels)"
     ]
+
+
+def test_a_failing_benchmark_section_is_reported_and_the_rest_still_runs():
+    import sys
+    from types import SimpleNamespace
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import bench_gpu
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    rep = bench_gpu.Report()
+    predictor = SimpleNamespace(owl_encoder="eager")
+
+    def broken():
+        predictor.owl_encoder = "graphed"
+        raise AttributeError("'GraphedEncoder' object has no attribute 'max_batch'")
+
+    assert bench_gpu.run_section(rep, "end_to_end", broken, predictor) is False
+    assert predictor.owl_encoder == "eager"  # the swapped-in encoder did not leak out
+    assert "max_batch" in rep.data["failed"]["end_to_end"]
+    assert bench_gpu.run_section(rep, "tree", lambda: None, predictor) is True

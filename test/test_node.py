@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 from fixtures_ros import RosHarness, RosProcess, _import_rclpy, child_env
@@ -129,15 +130,16 @@ class Owl:
         return camera_values(self.diag.wait_for(match, timeout=timeout), topic)
 
 
-@pytest.fixture(scope="module")
-def owl(rclpy_context, tiny_owlvit_dir, tiny_clip_dir, tmp_path_factory):
+@contextmanager
+def running_owl(rclpy_context, owlvit_dir, clip_dir, tmp_path_factory, launcher=None):
+    """The module's node process (`launcher`: a peer script run instead of scripts/owl_node)."""
     rclpy, context = rclpy_context
     _import_rclpy()
     log = tmp_path_factory.mktemp("owl_node") / "owl_node.log"
     args = owl_node_args(
         NS,
-        model=tiny_owlvit_dir,
-        clip_model=tiny_clip_dir,
+        model=owlvit_dir,
+        clip_model=clip_dir,
         prompt=f'"{PROMPT}"',
         threshold=0.0,
         max_detections=4,
@@ -147,6 +149,8 @@ def owl(rclpy_context, tiny_owlvit_dir, tiny_clip_dir, tmp_path_factory):
         diagnostics_period=0.25,
         queries_file=str(log.parent / "queries.pt"),
     )
+    if launcher is not None:
+        args[1] = str(launcher)
     proc = RosProcess(args, log, child_env())
     harness = RosHarness(rclpy, context, "probe_test_node")
     try:
@@ -158,6 +162,12 @@ def owl(rclpy_context, tiny_owlvit_dir, tiny_clip_dir, tmp_path_factory):
         harness.close()
         code = proc.stop()
         assert code == 0, f"owl_node exited {code} on SIGINT:\n{proc.output()[-3000:]}"
+
+
+@pytest.fixture(scope="module")
+def owl(rclpy_context, tiny_owlvit_dir, tiny_clip_dir, tmp_path_factory):
+    with running_owl(rclpy_context, tiny_owlvit_dir, tiny_clip_dir, tmp_path_factory) as node:
+        yield node
 
 
 def labels_of(prompt: str) -> set[str]:
@@ -265,6 +275,11 @@ def test_two_cameras_at_once(owl):
     for topic in (f"{NS}/cam_a/image", f"{NS}/cam_b/image/compressed"):
         stats = owl.camera_stats(topic, lambda v: float(v["latency_p50_ms"]) > 0)
         assert float(stats["latency_p95_ms"]) >= float(stats["latency_p50_ms"]) > 0
+
+
+def test_parameters_commit_from_rclpy_post_set_callback(owl):
+    """This rclpy has the post-set callback (test_node_humble_rclpy.py runs the other path)."""
+    assert "no post-set parameter callback" not in owl.proc.output()
 
 
 def test_set_prompt_applies_to_the_next_frames_and_updates_the_parameter(owl):

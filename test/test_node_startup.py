@@ -10,11 +10,11 @@ from fixtures_ros import _import_rclpy, child_env
 from peers.owl_support import compressed_msg, owl_node_args, scene
 
 
-def _start(tmp_path, name: str, **params) -> subprocess.Popen:
+def _start(tmp_path, name: str, *extra_args: str, **params) -> subprocess.Popen:
     log = open(tmp_path / f"{name}.log", "w+b")  # noqa: SIM115  read back in _finish
     params.setdefault("no_frame_warning", 0.0)
     proc = subprocess.Popen(
-        owl_node_args(f"/startup_{name}", **params),
+        owl_node_args(f"/startup_{name}", **params) + list(extra_args),
         stdout=log,
         stderr=subprocess.STDOUT,
         env=child_env(HF_HUB_OFFLINE="1"),  # a hub id fails at once instead of retrying
@@ -63,15 +63,58 @@ def test_bad_setups_exit_2_with_a_clear_message(tmp_path, tiny_owlvit_dir, tiny_
         ),
     }
     procs = {name: _start(tmp_path, name, **params) for name, (params, _) in cases.items()}
+    _check_exit_2_and_one_line(procs, {name: expected for name, (_, expected) in cases.items()})
+
+
+def _check_exit_2_and_one_line(procs: dict, expected: dict, only_line: bool = False) -> None:
+    """Each process exits 2 with the expected texts and no traceback; `only_line`: its whole
+    output is that one line."""
     failures = []
     for name, proc in procs.items():
         code, out = _finish(proc)
-        expected = cases[name][1]
-        if code != 2 or not all(text in out for text in expected):
-            failures.append(f"{name}: exit {code}, wanted 2 and {expected} in:\n{out[-2000:]}")
+        if code != 2 or not all(text in out for text in expected[name]):
+            failures.append(
+                f"{name}: exit {code}, wanted 2 and {expected[name]} in:\n{out[-2000:]}"
+            )
         elif "Traceback" in out:
             failures.append(f"{name}: a traceback instead of a message:\n{out[-2000:]}")
+        elif only_line and len(out.strip().splitlines()) != 1:
+            failures.append(f"{name}: more than one line:\n{out[-2000:]}")
     assert not failures, "\n\n".join(failures)
+
+
+def test_bad_ros_arguments_and_params_files_exit_2_with_one_line(tmp_path):
+    """rcl rejects these inside rclpy.init (before the models): one line each, exit 2."""
+    _import_rclpy()
+    mixed = tmp_path / "mixed.yaml"  # rcl allows no sequence of mixed types
+    mixed.write_text("/**:\n  ros__parameters:\n    image_topics: [image, 3]\n")
+    nested = tmp_path / "nested.yaml"  # a list of lists: no ROS parameter type
+    nested.write_text("/**:\n  ros__parameters:\n    prompt: [[1, 2]]\n")
+    missing = tmp_path / "no_such_params.yaml"
+    cases = {
+        "empty_override": (
+            {"clip_model": ""},  # -p clip_model:=
+            (),
+            ["cannot start: bad ROS arguments", "parameter override rule", "'-p clip_model:='"],
+        ),
+        "missing_params_file": (
+            {"params_file": missing},
+            (),
+            ["bad ROS arguments", "params file", str(missing), "Error opening YAML file"],
+        ),
+        "mixed_sequence": ({"params_file": mixed}, (), ["params file", "same type"]),
+        "unsupported_type": (
+            {"params_file": nested},
+            (),
+            ["cannot start: invalid parameter value", "prompt", "expecting type 'STRING'"],
+        ),
+        "unknown_argument": ({}, ("--no-such-flag",), ["unknown ROS arguments", "--no-such-flag"]),
+    }
+    procs = {
+        name: _start(tmp_path, name, *extra, autostart=False, **params)
+        for name, (params, extra, _) in cases.items()
+    }
+    _check_exit_2_and_one_line(procs, {n: c[2] for n, c in cases.items()}, only_line=True)
 
 
 def test_a_second_sigint_during_shutdown_is_harmless(tmp_path, tiny_owlvit_dir, tiny_clip_dir):

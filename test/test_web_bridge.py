@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import aiohttp
@@ -104,16 +105,17 @@ class WebNode:
         return asyncio.run(asyncio.wait_for(talk(), TIMEOUT * 2))
 
 
-@pytest.fixture(scope="module")
-def web_node(rclpy_context, tiny_owlvit_dir, tiny_clip_dir, tmp_path_factory):
+@contextmanager
+def running_web_node(rclpy_context, owlvit_dir, clip_dir, tmp_path_factory, launcher=None):
+    """The module's node process with the page (`launcher`: a peer run instead of owl_node)."""
     rclpy, context = rclpy_context
     _import_rclpy()
     log = tmp_path_factory.mktemp("owl_web") / "owl_node.log"
     port = _free_port()
     args = owl_node_args(
         NS,
-        model=tiny_owlvit_dir,
-        clip_model=tiny_clip_dir,
+        model=owlvit_dir,
+        clip_model=clip_dir,
         prompt=f'"{PROMPT}"',
         threshold=0.0,
         max_detections=20,
@@ -121,6 +123,8 @@ def web_node(rclpy_context, tiny_owlvit_dir, tiny_clip_dir, tmp_path_factory):
         web_port=port,
         web_camera=CAMERAS[SHOWN],
     )
+    if launcher is not None:
+        args[1] = str(launcher)
     proc = RosProcess(args, log, child_env())
     harness = RosHarness(rclpy, context, "probe_web_node")
     try:
@@ -131,6 +135,12 @@ def web_node(rclpy_context, tiny_owlvit_dir, tiny_clip_dir, tmp_path_factory):
         harness.close()
         code = proc.stop()
         assert code == 0, f"owl_node exited {code} on SIGINT:\n{proc.output()[-3000:]}"
+
+
+@pytest.fixture(scope="module")
+def web_node(rclpy_context, tiny_owlvit_dir, tiny_clip_dir, tmp_path_factory):
+    with running_web_node(rclpy_context, tiny_owlvit_dir, tiny_clip_dir, tmp_path_factory) as n:
+        yield n
 
 
 def _labels(detections) -> set[str]:

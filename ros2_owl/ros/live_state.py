@@ -2,7 +2,8 @@
 
 Parameter changes, ~/set_prompt, ~/register_query and the live page all end in `_commit`, on
 whichever thread made the change, under one lock; the frame pipeline reads the snapshot once per
-batch. Each change is checked (state, range, prompt syntax) and encoded before it commits, so a
+batch. Parameters commit from rclpy's post-set callback (Iron and later) or, on Humble's rclpy,
+from the end of the on-set callback (`_watch_parameters`). Each change is checked (state, range, prompt syntax) and encoded before it commits, so a
 refused one leaves everything as it was. A mixin of OwlNode (ros/node.py), which provides the
 lifecycle `_phase`, `predictor`, `cameras`, the lock and the rclpy Node methods used here.
 """
@@ -69,6 +70,22 @@ class LiveStateMixin:
         return Live(s, state, s.predictor_config(), key)
 
     # ----- parameters and prompt: validated and encoded before anything changes ---------------
+    def _watch_parameters(self, guard) -> None:
+        """Validate in the on-set callback, commit once rclpy has taken the values. Humble's
+        rclpy (3.3) has no post-set callback: there the on-set callback commits as its last
+        step, once every check passed; rclpy then stores the values (the one callback after
+        ours, rclpy's TimeSource, accepts every change on Humble)."""
+        self._after_set = guard.call("parameter update", self._after_set_parameters)
+        self._commit_on_set = not hasattr(self, "add_post_set_parameters_callback")
+        self.add_on_set_parameters_callback(guard.parameters(self._on_set_parameters))
+        if self._commit_on_set:
+            self.get_logger().info(
+                "rclpy has no post-set parameter callback (Humble): parameter changes commit "
+                "at the end of the on-set callback"
+            )
+        else:
+            self.add_post_set_parameters_callback(self._after_set)
+
     def _refusal(self, names: list[str]) -> str | None:
         """Why these parameters cannot change in the current state (None: they can)."""
         if self._phase == "finalized":
@@ -103,9 +120,12 @@ class LiveStateMixin:
                 reason = caret_message(candidate.prompt, exc)
                 return SetParametersResult(successful=False, reason=reason)
             self._pending = pending
+            if self._commit_on_set:  # nothing after this callback can refuse the values
+                self._after_set(params)
             return SetParametersResult(successful=True)
 
     def _after_set_parameters(self, params: list[Parameter]) -> None:
+        """Commit what the on-set callback prepared (the values are rclpy's now)."""
         with self._prompt_lock:
             if self._pending is None:
                 return

@@ -50,6 +50,7 @@ from ros2_owl.ros.node_monitoring import MonitoringMixin
 from ros2_owl.ros.params import declare_parameters, read_settings
 from ros2_owl.ros.pipeline import FrameOutputs, FramePipeline, Live
 from ros2_owl.ros.spatial import DepthInput, subscribe_depth
+from ros2_owl.ros.startup import StartupError, init_ros
 from ros2_owl.settings import Settings
 from ros2_owl.srv import RegisterQuery, SetPrompt
 from ros2_owl.tracking import Tracking, TrackingConfig
@@ -68,10 +69,6 @@ _OUTPUTS = {
     "annotated_image": (Image, QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)),
 }
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
-
-
-class StartupError(RuntimeError):
-    """The node cannot start with these parameters; the message says which and why."""
 
 
 class ConfigureError(RuntimeError):
@@ -122,10 +119,7 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
             raise StartupError(f"invalid parameter value: {exc}") from exc
         self._live = Live(read_settings(self))
         g = self._guard
-        self.add_on_set_parameters_callback(g.parameters(self._on_set_parameters))
-        self.add_post_set_parameters_callback(
-            g.call("parameter update", self._after_set_parameters)
-        )
+        self._watch_parameters(g)
         if self._live.settings.autostart:
             reason = self.start()
             if reason:
@@ -425,10 +419,10 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     """Entry point of `ros2 run ros2_owl owl_node`: exit 2 with a clear message on bad setup."""
-    rclpy.init(args=args)
     node = None
     try:
         try:
+            init_ros(args)
             node = OwlNode()
         except StartupError as exc:
             print(f"owl_node: cannot start: {exc}", file=sys.stderr, flush=True)
