@@ -168,19 +168,19 @@ def _load(args, model: str, clip: str | None, upgrade: str = "wait"):
 
 
 def _load_for(args, model: str, clip: str | None, images: int):
-    """A predictor for `images` images: torch when backend auto has no cached decision and
-    fewer than AMORTISE_IMAGES would not pay for the export (said in one line)."""
+    """(predictor, notice) for `images` images: torch when backend auto has no cached decision
+    and fewer than AMORTISE_IMAGES would not pay for the export; the notice says so ('' when
+    not), printed once the prompt and outputs are known to be fine."""
     few = images < AMORTISE_IMAGES and _settings(args).backend_upgrade == "background"
     predictor = _load(args, model, clip, "background" if few else "wait")
-    if predictor.upgrade is not None:  # not started: this run ends before it would pay off
-        predictor.upgrade = None
-        print(
-            f"backend auto: no measured choice cached for this CPU and {images} image(s) < "
-            f"{AMORTISE_IMAGES}, so torch runs them (exporting would not pay off); "
-            "`ros2-owl build-engine --backend auto` prepares it once",
-            file=sys.stderr,
-        )
-    return predictor
+    if predictor.upgrade is None:
+        return predictor, ""
+    predictor.upgrade = None  # never started: this run ends before it would pay off
+    return predictor, (
+        f"backend auto: no measured choice cached for this CPU and {images} image(s) < "
+        f"{AMORTISE_IMAGES}, so torch runs them (exporting would not pay off); "
+        "`ros2-owl build-engine --backend auto` prepares it once"
+    )
 
 
 def format_result(name: str, result) -> str:
@@ -207,7 +207,7 @@ def format_result(name: str, result) -> str:
     return "\n".join(lines)
 
 
-def _run(args, predictor, images: Sequence[str]) -> int:
+def _run(args, predictor, images: Sequence[str], notice: str = "") -> int:
     from .preprocess import ImageError
 
     settings = _settings(args)
@@ -218,6 +218,8 @@ def _run(args, predictor, images: Sequence[str]) -> int:
     outputs = []
     if args.annotate:
         _writable_dir(args.annotate)  # before any inference, not after the first image
+    if notice:
+        print(notice, file=sys.stderr)
     for path in images:
         try:
             image = read_image(path)
@@ -282,8 +284,8 @@ def cmd_detect(args) -> int:
         print("error: --prompt is required", file=sys.stderr)
         return 2
     settings = _settings(args)
-    predictor = _load_for(args, settings.model, settings.clip_model, len(args.images))
-    return _run(args, predictor, args.images)
+    predictor, notice = _load_for(args, settings.model, settings.clip_model, len(args.images))
+    return _run(args, predictor, args.images, notice)
 
 
 def cmd_serve(args) -> int:
@@ -332,18 +334,18 @@ def cmd_demo(args) -> int:
         settings.model, clip_model, full_size=args.full_size, cache_dir=cache_dir
     )
     try:
-        predictor = _load_for(args, owl, clip, len(images))
+        predictor, notice = _load_for(args, owl, clip, len(images))
     except ModelLoadError as error:
         if is_random:
             raise
         reasons = [str(error)]
         owl, clip = random_models(settings.model, clip_model, args.full_size, cache_dir, reasons)
-        predictor = _load_for(args, owl, clip, len(images))
+        predictor, notice = _load_for(args, owl, clip, len(images))
     else:
         if not is_random:
             print(f"using real weights: {', '.join(m for m in (owl, clip) if m)}")
     print(f"prompt: {args.prompt}")
-    return _run(args, predictor, images)
+    return _run(args, predictor, images, notice)
 
 
 def error_text(error: BaseException, prompt: str | None = None) -> str:
