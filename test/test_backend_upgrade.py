@@ -7,6 +7,7 @@ import os
 import threading
 
 import pytest
+import torch
 from fixtures_models import synthetic_scene
 
 from ros2_owl.backends import auto
@@ -173,3 +174,18 @@ def test_upgrade_wait_measures_before_serving_and_other_backends_never_upgrade(
     assert named.upgrade is None and named.owl_encoder.selection.source == "user"
     with pytest.raises(ValueError, match="upgrade must be one of background, wait"):
         _load(tiny_owlvit_dir, None, tmp_path, upgrade="later")
+
+
+def test_freed_vision_weights_leave_the_mapped_checkpoint_and_text_is_unchanged(tiny_owlvit_dir):
+    """transformers maps a safetensors checkpoint as one file: freeing the vision tower gives
+    its pages back (madvise) while the text tower, in the same mapping, encodes as before."""
+    from ros2_owl.models.owl import OwlModel
+    from ros2_owl.models.weight_pages import drop_weight_pages
+
+    owl = OwlModel.load(str(tiny_owlvit_dir))
+    before = owl._run_text(["a cat", "a dog"])
+    vision = list(owl.model.owlvit.vision_model.parameters())
+    assert drop_weight_pages(vision) > 0
+    assert drop_weight_pages([torch.zeros(1 << 20)]) == 0  # heap memory is never touched
+    owl.free_image_encoder()
+    assert torch.equal(owl._run_text(["a cat", "a dog"]), before)

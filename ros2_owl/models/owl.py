@@ -253,13 +253,17 @@ class OwlModel(CachedTextEncoder):
     def free_image_encoder(self) -> None:
         """Drop the torch vision tower and heads once a runtime backend encodes the images (the
         text tower stays); what is left says the sizes and why no module is there."""
+        from .weight_pages import drop_weight_pages
+
         model = self.model
         base = model.owlv2 if self.info.kind == "owlv2" else model.owlvit
+        weights = [*self.encoder.parameters(), *base.visual_projection.parameters()]
         base.vision_model = base.visual_projection = None
         for name in ("layer_norm", "class_head", "box_head", "objectness_head"):
             if hasattr(model, name):
                 setattr(model, name, None)
         self.encoder = FreedImageEncoder.of(self.encoder)
+        drop_weight_pages(weights)
 
     def pixels(self, image: torch.Tensor, boxes: Sequence[Sequence[float]] | None, size: int = 0):
         """Model input [R, 3, S, S] and each row's frame: the whole image (boxes None) or crops;
