@@ -19,7 +19,11 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["ros2_owl", "ros2_owl.*"]),
     # the live page's HTML/JS/CSS ship inside the package (no build step, no CDN)
-    package_data={"ros2_owl.web": ["static/*.html", "static/*.js", "static/*.css"]},
+    package_data={
+        "ros2_owl.web": ["static/*.html", "static/*.js", "static/*.css"],
+        # the vision_msgs definitions `ros2-owl bag` writes with, for machines without ROS
+        "ros2_owl.io": ["interfaces/vision_msgs/msg/*.msg"],
+    },
     install_requires=[
         "numpy>=1.24",
         "pillow>=9",
@@ -38,14 +42,10 @@ setup(
         # colcon with new setuptools ignores tests_require: declare test deps as an extra.
         "test": ["pytest", "hypothesis", "ruff", "playwright"],
     },
-    # the message definitions `ros2-owl bag` writes with, for machines without ROS
-    # (ros2_owl/bag_messages.py looks for them under <prefix>/share/ros2_owl/interfaces)
+    # ros2_owl's message definitions `ros2-owl bag` writes with, for machines without ROS
+    # (ros2_owl/io/bag_messages.py looks for them under <prefix>/share/ros2_owl/interfaces)
     data_files=[
         ("share/ros2_owl/interfaces/ros2_owl/msg", sorted(glob("msg/*.msg"))),
-        (
-            "share/ros2_owl/interfaces/vision_msgs/msg",
-            sorted(glob("test/fixtures/vision_msgs/msg/*.msg")),
-        ),
     ],
     entry_points={"console_scripts": ["ros2-owl = ros2_owl.cli:main"]},
 )

@@ -270,7 +270,7 @@ def region_modes() -> tuple[str | None, ...]:
     """The region resolutions the predictor offers (None: only the native one exists)."""
     import dataclasses
 
-    from ros2_owl.predictor import PredictorConfig
+    from ros2_owl.core.predictor import PredictorConfig
 
     names = {f.name for f in dataclasses.fields(PredictorConfig)}
     return ("native", "adaptive") if "region_resolution" in names else (None,)
@@ -280,7 +280,7 @@ def build_variants(owl_id: str, clip_id: str, args) -> dict[str, object]:
     """Our predictor (backend auto, fp32) plus encoders for every precision we compare."""
     from ros2_owl.backends import TorchImageEncoder, make_image_encoder
     from ros2_owl.backends.export import on_device
-    from ros2_owl.predictor import PredictorConfig, TreePredictor
+    from ros2_owl.core.predictor import PredictorConfig, TreePredictor
 
     config = PredictorConfig(threshold=0.1, max_regions=args.regions)
     start = time.perf_counter()
@@ -317,8 +317,8 @@ def build_variants(owl_id: str, clip_id: str, args) -> dict[str, object]:
 
 def print_drift(flat: dict, state, image, encoders: dict, pixels, size: int) -> dict:
     """Drift of each reduced precision against fp32: encoder boxes and matched detections."""
-    from ros2_owl.predictor import PredictorConfig
-    from ros2_owl.results import match_detections
+    from ros2_owl.core.predictor import PredictorConfig
+    from ros2_owl.core.results import match_detections
 
     # Accuracy without NMS/top-k cuts, so a tiny score change cannot swap which box survives.
     acc_cfg = PredictorConfig(threshold=0.1, nms_iou=None, max_detections=10_000)
@@ -352,8 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
 
     from ros2_owl.backends.onnxruntime_backend import default_threads, physical_cores
+    from ros2_owl.core.predictor import PredictorConfig
     from ros2_owl.demo.random_models import ensure_random_model
-    from ros2_owl.predictor import PredictorConfig
 
     logging.getLogger("ros2_owl").setLevel(logging.ERROR)  # the random-weights banner
     load_before = os.getloadavg()

@@ -46,8 +46,8 @@ def main() -> None:
     import numpy as np
     import torch
 
+    from ros2_owl.core.predictor import TreePredictor
     from ros2_owl.demo.random_models import ensure_random_model
-    from ros2_owl.predictor import TreePredictor
 
     name = "tiny-owlvit" if args.tiny else "owlvit-base-patch32"
     predictor = TreePredictor.from_pretrained(

@@ -204,7 +204,7 @@ def cameras_section(rep, predictor, device, iters, graphed, batches) -> None:
 
 def tree_section(rep, predictor, device, iters) -> None:
     """Tree prompt with 4 regions, for each region resolution the predictor offers."""
-    from ros2_owl.predictor import PredictorConfig
+    from ros2_owl.core.predictor import PredictorConfig
 
     names = {f.name for f in dataclasses.fields(PredictorConfig)}
     modes = ("native", "adaptive") if "region_resolution" in names else (None,)
@@ -246,8 +246,8 @@ def profile_section(rep, predictor, device, results: Path) -> None:
 
 def load_predictors(dry_run: bool, device: torch.device, dtype: str, cache: Path):
     """(flat predictor without CLIP, tree predictor with CLIP) on the benchmark models."""
+    from ros2_owl.core.predictor import PredictorConfig, TreePredictor
     from ros2_owl.demo.random_models import ensure_random_model
-    from ros2_owl.predictor import PredictorConfig, TreePredictor
 
     owl_name, clip_name = (
         ("tiny-owlvit", "tiny-clip")

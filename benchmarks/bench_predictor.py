@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_common import camera_scene, naive_hf_path  # noqa: E402
 
+from ros2_owl.core.predictor import PredictorConfig, TreePredictor  # noqa: E402
 from ros2_owl.demo.random_models import ensure_random_model  # noqa: E402
-from ros2_owl.predictor import PredictorConfig, TreePredictor  # noqa: E402
 
 FLAT = "[a person, a car, a dog]"
 TREE = "[a person [a face, a hand] (standing, sitting)]"

@@ -26,8 +26,9 @@ sys.path.insert(0, str(REPO / "test"))
 
 from bench_common import camera_scene  # noqa: E402
 
-from ros2_owl import cli  # noqa: E402
 from ros2_owl.backends.auto import cpu_model  # noqa: E402
+from ros2_owl.cli import app as cli  # noqa: E402
+from ros2_owl.runtime import session  # noqa: E402
 
 PROMPT = "[a person, a car, a dog]"
 TOPIC = "/camera/image_raw"
@@ -44,7 +45,7 @@ def write_inputs(folder: Path, images: list[np.ndarray]) -> tuple[Path, Path, li
     from PIL import Image
     from rosbags.rosbag2 import Writer
 
-    from ros2_owl.bag_messages import bag_messages
+    from ros2_owl.io.bag_messages import bag_messages
 
     types = bag_messages()
     bag = folder / "bag"
@@ -78,11 +79,11 @@ def timed(argv: list[str]) -> tuple[float, float]:
 def measure(name: str, model_dir: str, backend: str, n: int, rounds: int) -> None:
     """Print fps (wall) and CPU ms per frame of bag, video and detect; ratios use CPU time,
     which other processes on a shared machine do not inflate."""
-    from ros2_owl.predictor import TreePredictor
+    from ros2_owl.core.predictor import TreePredictor
 
     predictor = TreePredictor.from_pretrained(model_dir, None, backend=backend)
     predictor.predict(camera_scene(), predictor.prepare(PROMPT))  # warm-up (and ORT export)
-    cli._load = lambda *args, **kwargs: predictor  # every command uses this loaded predictor
+    session.load_predictor = lambda *args, **kwargs: predictor  # every command uses it
     common = ["--prompt", PROMPT, "--no-clip", "--model", model_dir, "--backend", backend]
     runs: dict[str, list[tuple[float, float]]] = {"bag": [], "video": [], "detect": []}
     with tempfile.TemporaryDirectory() as tmp:

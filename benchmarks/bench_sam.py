@@ -4,7 +4,7 @@ One run, one machine (the CPU model is printed): the detector's frame (flat prom
 then SAM's image embedding once per frame plus one batched mask-decoder call for 1, 5 and 20
 boxes. Random weights: compute cost only, no accuracy.
 
-    python benchmarks/bench_sam.py [--iters 3] [--cache-dir DIR]
+    python benchmarks/bench_sam.py [--iters 3] [--cache-dir DIR] [--onnxruntime]
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ sys.path.insert(0, str(REPO))
 from bench_common import camera_scene  # noqa: E402
 
 from ros2_owl.backends.auto import cpu_model  # noqa: E402
+from ros2_owl.core.predictor import TreePredictor  # noqa: E402
+from ros2_owl.core.preprocess import load_image  # noqa: E402
 from ros2_owl.demo.random_models import default_cache_dir, ensure_random_model  # noqa: E402
 from ros2_owl.models.sam import SamSegmenter  # noqa: E402
-from ros2_owl.predictor import TreePredictor  # noqa: E402
-from ros2_owl.preprocess import load_image  # noqa: E402
 
 BOX_COUNTS = (1, 5, 20)
 
@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=3, help="timed frames per figure (median)")
     parser.add_argument("--cache-dir", default=None, help="random models (default: the cache)")
+    parser.add_argument(
+        "--onnxruntime", action="store_true", help="also time SAM's encoder on ONNX Runtime"
+    )
     args = parser.parse_args(argv)
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     print(f"CPU: {cpu_model()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -68,6 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     pixels, resized = segmenter.pixels(image)
     embed = median_ms(lambda: segmenter.embed(pixels), args.iters)
     print(f"SAM ViT-B image embedding @{segmenter.size}, once per frame: {embed:8.1f} ms")
+    if args.onnxruntime:  # the same encoder exported to ONNX Runtime (export + check first)
+        start = time.perf_counter()
+        ort = SamSegmenter.load(str(sam), backend="onnxruntime", artefact_dir=str(cache))
+        ready = time.perf_counter() - start
+        ort_ms = median_ms(lambda: ort.embed(pixels), args.iters)
+        print(
+            f"  the same on onnxruntime: {ort_ms:8.1f} ms = {ort_ms / embed:.2f}x torch "
+            f"(export, check and load {ready:.0f} s, once: cached)"
+        )
+        del ort
     embeddings = segmenter.embed(pixels)
     for n in BOX_COUNTS:
         b = boxes(n, 640, 480)

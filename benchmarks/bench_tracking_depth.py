@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench_common import camera_scene  # noqa: E402
 
 from ros2_owl.backends.auto import cpu_model  # noqa: E402
+from ros2_owl.core.depth import PinholeIntrinsics, boxes_3d  # noqa: E402
+from ros2_owl.core.predictor import PredictorConfig, TreePredictor  # noqa: E402
+from ros2_owl.core.tracking import CameraTracker, TrackingConfig  # noqa: E402
 from ros2_owl.demo.random_models import ensure_random_model  # noqa: E402
-from ros2_owl.depth import PinholeIntrinsics, boxes_3d  # noqa: E402
-from ros2_owl.predictor import PredictorConfig, TreePredictor  # noqa: E402
-from ros2_owl.tracking import CameraTracker, TrackingConfig  # noqa: E402
 
 PROMPT = "[a person [a face], a car]"
 DETECTIONS = 100

@@ -38,7 +38,7 @@ def run_client(owl_id: str, cache: str, backend: str, url: str, seconds: float, 
     from bench_common import camera_scene
 
     from ros2_owl.backends.triton_backend import TritonOptions
-    from ros2_owl.predictor import PredictorConfig, TreePredictor
+    from ros2_owl.core.predictor import PredictorConfig, TreePredictor
 
     ready, start = sync
     predictor = TreePredictor.from_pretrained(

@@ -28,8 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import camera_scene  # noqa: E402
 
 from ros2_owl.backends.auto import cpu_model  # noqa: E402
+from ros2_owl.core.predictor import PredictorConfig, TreePredictor  # noqa: E402
+from ros2_owl.core.settings import Settings  # noqa: E402
 from ros2_owl.demo.random_models import ensure_random_model  # noqa: E402
-from ros2_owl.predictor import PredictorConfig, TreePredictor  # noqa: E402
+from ros2_owl.runtime.session import FrameSession  # noqa: E402
 from ros2_owl.web.control import PredictorPromptControl  # noqa: E402
 from ros2_owl.web.serve import ServeLoop  # noqa: E402
 from ros2_owl.web.server import ServerConfig, WebServer  # noqa: E402
@@ -168,7 +170,7 @@ def main() -> int:
     server = WebServer(control, ServerConfig(port=0))
     server.start()
     source = SyntheticCamera()
-    loop = ServeLoop(predictor, control, source, server)
+    loop = ServeLoop(FrameSession(predictor, Settings()), control, source, server)
     source.start()
     worker = threading.Thread(target=loop.run, daemon=True)
     worker.start()

@@ -68,7 +68,7 @@ def write_bag(
     Returns the Written list."""
     from rosbags.rosbag2 import StoragePlugin, Writer
 
-    from ros2_owl.bag_messages import bag_messages
+    from ros2_owl.io.bag_messages import bag_messages
 
     types = bag_messages()
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
@@ -121,7 +121,7 @@ def read_bag(path: Path):
     """{topic: [(timestamp, message)]} and {topic: msgtype} of a bag, read with rosbags."""
     from rosbags.rosbag2 import Reader
 
-    from ros2_owl.bag_messages import bag_messages
+    from ros2_owl.io.bag_messages import bag_messages
 
     types = bag_messages()
     out: dict[str, list] = {}

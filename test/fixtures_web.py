@@ -59,7 +59,9 @@ def frame_image(seq: int, h: int = 120, w: int = 160) -> np.ndarray:
 @contextlib.contextmanager
 def serving(predictor, prompt: str, source, server_config, config=None):
     """A running serve loop + web server on a thread; yields (server, control, loop)."""
-    from ros2_owl.predictor import PredictorConfig
+    from ros2_owl.core.predictor import PredictorConfig
+    from ros2_owl.core.settings import Settings
+    from ros2_owl.runtime.session import FrameSession
     from ros2_owl.web.control import PredictorPromptControl
     from ros2_owl.web.serve import ServeLoop
     from ros2_owl.web.server import WebServer
@@ -67,7 +69,7 @@ def serving(predictor, prompt: str, source, server_config, config=None):
     control = PredictorPromptControl(predictor, prompt, config or PredictorConfig())
     server = WebServer(control, server_config)
     server.start()
-    loop = ServeLoop(predictor, control, source, server)
+    loop = ServeLoop(FrameSession(predictor, Settings()), control, source, server)
     source.start()
     thread = threading.Thread(target=loop.run, name="test_serve_loop", daemon=True)
     thread.start()

@@ -18,8 +18,8 @@ from ros2_owl.backends.upgrade import (
     UPGRADE_THREAD,
     thread_nice,
 )
-from ros2_owl.encoder_upgrade import free_unused
-from ros2_owl.predictor import PredictorConfig, TreePredictor
+from ros2_owl.core.encoder_upgrade import free_unused
+from ros2_owl.core.predictor import PredictorConfig, TreePredictor
 
 PROMPT = "[a cat [an ear], a dog] (indoor, outdoor)"
 CONFIG = PredictorConfig(threshold=0.0, nms_iou=0.0, max_regions=2, max_detections=10_000)

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from fixtures_ros import _import_rclpy
 
-from ros2_owl import result_messages
-from ros2_owl.bag_messages import bag_messages, interface_dir
-from ros2_owl.camera_topics import OUTPUT_TYPES
-from ros2_owl.prompt import parse_prompt
-from ros2_owl.results import Classification, Detection, LabelScore, TreeResult
+from ros2_owl.core.prompt import parse_prompt
+from ros2_owl.core.results import Classification, Detection, LabelScore, TreeResult
+from ros2_owl.io import result_messages
+from ros2_owl.io.bag_messages import bag_messages, interface_dir
+from ros2_owl.io.topics import OUTPUT_TOPICS
 
 REPO = Path(__file__).resolve().parents[1]
 # the real vision_msgs 4.1.1 sources: the extras folder setup.sh was given (ROS2_OWL_EXTRAS, as
@@ -116,7 +116,7 @@ def test_bag_types_match_real_vision_msgs_sources():
 
 def test_every_output_type_is_registered():
     types = bag_messages()
-    for type_name in OUTPUT_TYPES.values():
+    for type_name in (output.type for output in OUTPUT_TOPICS.values()):
         msg = types.new(type_name)
         assert types.deserialize(types.serialize(msg), type_name) is not None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ros2_owl import boxes as io
+from ros2_owl.core import boxes as io
 
 
 def test_box_conversions_and_iou():

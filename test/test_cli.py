@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ros2_owl import cli
+from ros2_owl.cli import app as cli
 from ros2_owl.demo.fallback import weights_available
 
 

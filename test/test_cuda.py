@@ -17,11 +17,11 @@ import pytest
 import torch
 from fixtures_models import synthetic_scene
 
-from ros2_owl.boxes import batched_nms
+from ros2_owl.core.boxes import batched_nms
+from ros2_owl.core.predictor import PredictorConfig, TreePredictor
+from ros2_owl.core.preprocess import load_image
+from ros2_owl.core.results import match_detections
 from ros2_owl.models.owl import OwlModel
-from ros2_owl.predictor import PredictorConfig, TreePredictor
-from ros2_owl.preprocess import load_image
-from ros2_owl.results import match_detections
 
 pytestmark = [
     pytest.mark.cuda,

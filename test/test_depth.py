@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from ros2_owl.depth import (
+from ros2_owl.core.depth import (
     Box3D,
     DepthConfig,
     DepthPairer,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ros2_owl.draw import draw_result, label_colour
-from ros2_owl.prompt import parse_prompt
-from ros2_owl.results import Classification, Detection, LabelScore, TreeResult
+from ros2_owl.core.draw import draw_result, label_colour
+from ros2_owl.core.prompt import parse_prompt
+from ros2_owl.core.results import Classification, Detection, LabelScore, TreeResult
 
 TREE = parse_prompt("[a person [a face]] (indoor, outdoor)")
 

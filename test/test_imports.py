@@ -1,5 +1,6 @@
-"""The import graph of ros2_owl: no cycle, nothing in the core imports ROS or the front ends,
-and every core module imports on its own in a fresh interpreter (in dependency order)."""
+"""The import graph of ros2_owl: no cycle, layers point down only (core, io and runtime never
+import ROS or the front ends: ros, cli, web), and every module below the ROS layer imports on its
+own in a fresh interpreter (in dependency order)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,26 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ros2_owl"
 FRONT_ENDS = ("ros2_owl.ros", "ros2_owl.cli")
+# each layer and the packages above it, which it must never import
+NEVER_IMPORTS = {
+    "ros2_owl.core": (
+        "ros2_owl.runtime",
+        "ros2_owl.io",
+        "ros2_owl.ros",
+        "ros2_owl.cli",
+        "ros2_owl.web",
+    ),
+    "ros2_owl.io": ("ros2_owl.runtime", "ros2_owl.ros", "ros2_owl.cli", "ros2_owl.web"),
+    "ros2_owl.runtime": ("ros2_owl.ros", "ros2_owl.cli", "ros2_owl.web"),
+    "ros2_owl.models": (
+        "ros2_owl.runtime",
+        "ros2_owl.io",
+        "ros2_owl.ros",
+        "ros2_owl.cli",
+        "ros2_owl.web",
+    ),
+    "ros2_owl.backends": ("ros2_owl.runtime", "ros2_owl.io", "ros2_owl.ros", "ros2_owl.web"),
+}
 
 
 def module_name(path: Path) -> str:
@@ -91,6 +112,22 @@ def test_the_core_never_imports_ros_or_the_front_ends():
             continue
         upward = {t for t in targets if t == "rclpy" or t.startswith(FRONT_ENDS)}
         assert not upward, f"{name} imports {sorted(upward)}"
+
+
+def test_layers_point_down_only():
+    wrong = []
+    for name, targets in graph().items():
+        for layer, above in NEVER_IMPORTS.items():
+            if name == layer or name.startswith(layer + "."):
+                upward = {t for t in targets if t == "rclpy" or t.startswith(above)}
+                wrong += [f"{name} imports {t}" for t in sorted(upward)]
+    assert not wrong, wrong
+
+
+def test_the_layered_packages_exist():
+    """The rule above checks real packages (a rename would make it pass vacuously)."""
+    names = set(modules())
+    assert all(layer in names for layer in NEVER_IMPORTS), sorted(set(NEVER_IMPORTS) - names)
 
 
 def dependency_order(edges: dict[str, set[str]]) -> list[str]:

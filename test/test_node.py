@@ -23,7 +23,7 @@ from peers.owl_support import (
     wait_for_service_or_exit,
 )
 
-from ros2_owl.settings import SETTINGS
+from ros2_owl.core.settings import SETTINGS
 
 NS = "/owl_test"
 NODE = f"{NS}/owl_node"
@@ -171,7 +171,7 @@ def owl(rclpy_context, tiny_owlvit_dir, tiny_clip_dir, tmp_path_factory):
 
 
 def labels_of(prompt: str) -> set[str]:
-    from ros2_owl.prompt import parse_prompt
+    from ros2_owl.core.prompt import parse_prompt
 
     return set(parse_prompt(prompt).label_texts)
 
@@ -414,7 +414,7 @@ def test_bad_frame_is_dropped_and_counted_and_the_node_lives(owl, kind):
 def test_annotated_image_is_published_to_subscribers(owl):
     from sensor_msgs.msg import Image
 
-    from ros2_owl.ros.convert import message_to_rgb
+    from ros2_owl.io.images import message_to_rgb
 
     annotated = owl.ros.collector(Image, f"{NS}/cam_a/annotated_image")
     owl.ros.wait_until(

@@ -93,7 +93,7 @@ def owl(rclpy_context, tiny_owlv2_dir, tiny_clip_dir, tmp_path_factory):
 
 def test_whole_image_reference_query_uses_the_models_no_box_rule(owl, tiny_owlv2_dir):
     """bbox size 0 = "no box": OWLv2 takes its highest-objectness patch (not an IoU rule)."""
-    from ros2_owl.predictor import TreePredictor
+    from ros2_owl.core.predictor import TreePredictor
 
     rgb = scene(96, 64, seed=11)
     resp = owl.register("whole", image_msg(rgb, 0))
@@ -264,7 +264,7 @@ def test_a_failing_callback_answers_false_and_the_node_carries_on(
     from rclpy.parameter import Parameter
     from ros2_owl.srv import RegisterQuery, SetPrompt
 
-    from ros2_owl.predictor import TreePredictor
+    from ros2_owl.core.predictor import TreePredictor
     from ros2_owl.ros.node import OwlNode
 
     rclpy, context = rclpy_context
@@ -333,3 +333,11 @@ def test_guard_reason_is_one_bounded_line():
     assert one_line(ValueError("a\n  b")) == "ValueError: a b"
     assert len(one_line(ValueError("x" * 10_000))) == 300
     assert one_line(KeyError()) == "KeyError"
+
+
+def test_a_mask_prompt_without_sam_is_refused_and_the_prompt_kept(owl):
+    resp = owl.set_prompt("[a cat {mask}]")
+    assert not resp.success and "no SAM model is loaded: set sam_model" in resp.message
+    bad = owl.set_prompt("[a cat {masks}]")
+    assert not bad.success and "unknown marker '{masks}'" in bad.message and "^" in bad.message
+    assert owl.set_prompt(PROMPT).success

@@ -1,7 +1,8 @@
-"""owl_node with tracking and depth over real DDS: image + depth + CameraInfo in, 3D out.
+"""owl_node with tracking, depth and masks over real DDS: image + depth + CameraInfo in, 3D out.
 
-One node process (tiny random OWL model, no CLIP) with `tracking: true`, one camera `cam/image`
-with its depth on `cam/depth` and CameraInfo on `cam/camera_info` (the default beside the image).
+One node process (tiny random OWL and SAM models, no CLIP) with `tracking: true`, one camera
+`cam/image` with its depth on `cam/depth` and CameraInfo on `cam/camera_info` (the default
+beside the image); the prompt marks `a box` {mask}, so its 3D comes from its mask.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class Spatial:
         self.det2d = harness.collector(Detection2DArray, f"{NS}/detections")
         self.det3d = harness.collector(Detection3DArray, f"{NS}/detections_3d")
         self.tree = harness.collector(TreeDetectionArray, f"{NS}/tree")
+        self.masks = harness.collector(Image, f"{NS}/masks")
         self.diag = harness.collector(DiagnosticArray, "/diagnostics")
 
     def frame_3d(self, encoding: str = "16UC1", timeout: float = 30.0):
@@ -92,7 +94,7 @@ class Spatial:
 
 
 @pytest.fixture(scope="module")
-def spatial(rclpy_context, tiny_owlvit_dir, tmp_path_factory):
+def spatial(rclpy_context, tiny_owlvit_dir, tiny_sam_dir, tmp_path_factory):
     rclpy, context = rclpy_context
     _import_rclpy()
     log = tmp_path_factory.mktemp("owl_spatial") / "owl_node.log"
@@ -100,7 +102,8 @@ def spatial(rclpy_context, tiny_owlvit_dir, tmp_path_factory):
         NS,
         model=tiny_owlvit_dir,
         clip_model="''",
-        prompt='"[a box [a corner]]"',
+        prompt='"[a box {mask} [a corner]]"',
+        sam_model=tiny_sam_dir,
         threshold=0.0,
         max_detections=4,
         max_regions=1,
@@ -179,3 +182,22 @@ def test_unpaired_frames_still_publish_2d_and_are_counted(spatial):
     assert int(values["active_tracks"]) >= 1
     assert int(values["frames_paired_with_depth"]) >= 1
     assert int(values["detections_without_3d"]) == 0
+
+
+def test_masks_are_a_label_image_aligned_to_the_input(spatial):
+    _, msg3d = spatial.frame_3d()
+    stamp = msg3d.header.stamp.sec
+    tree = spatial.tree.wait_for(lambda m: m.header.stamp.sec == stamp, timeout=10)
+    masks = spatial.masks.wait_for(lambda m: m.header.stamp.sec == stamp, timeout=10)
+    assert masks.header == tree.header and masks.header.frame_id == OPTICAL
+    assert (masks.width, masks.height, masks.encoding, masks.step) == (W, H, "mono16", 2 * W)
+    labels = np.frombuffer(bytes(masks.data), "<u2").reshape(H, W)
+    marked = {d.id: d for d in tree.detections if d.has_mask}
+    assert marked and all(d.has_mask == (d.class_id == "a box") for d in tree.detections)
+    assert set(np.unique(labels)) - {0} <= set(marked)
+    for det_id in set(np.unique(labels)) - {0}:  # each id's pixels lie inside its mask's box
+        ys, xs = np.nonzero(labels == det_id)
+        box = marked[det_id].mask_bbox
+        cx, cy = box.center.position.x, box.center.position.y
+        assert cx - box.size_x / 2 <= xs.min() and xs.max() + 1 <= cx + box.size_x / 2 + 1e-6
+        assert cy - box.size_y / 2 <= ys.min() and ys.max() + 1 <= cy + box.size_y / 2 + 1e-6

@@ -21,7 +21,7 @@ from peers.owl_support import (
     wait_for_service_or_exit,
 )
 
-from ros2_owl.predictor import PredictorConfig, TreePredictor
+from ros2_owl.core.predictor import PredictorConfig, TreePredictor
 
 NS = "/owl_triton"
 NODE = f"{NS}/owl_node"

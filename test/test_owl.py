@@ -8,9 +8,9 @@ import transformers as tf
 from fixtures_models import noise_image
 
 from ros2_owl.backends import TorchImageEncoder
+from ros2_owl.core.preprocess import Preprocessor
 from ros2_owl.models import LabelTooLongError
 from ros2_owl.models.owl import OwlModel, box_scale, decode_boxes, decode_logits
-from ros2_owl.preprocess import Preprocessor
 
 LABELS = ["a cat", "a remote control", "two dogs on a sofa"]
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)

@@ -55,11 +55,11 @@ def test_wheel_installs_core_and_cli(tmp_path):
     _pip("wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheel_dir), str(REPO))
     (wheel,) = wheel_dir.glob("ros2_owl-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "ros2_owl/prompt.py" in names and "ros2_owl/__init__.py" in names
+    assert "ros2_owl/core/prompt.py" in names and "ros2_owl/__init__.py" in names
     # the .msg definitions `ros2-owl bag` writes with, for machines without ROS
     shared = [n.split(".data/data/", 1)[1] for n in names if ".data/data/share/" in n]
     assert "share/ros2_owl/interfaces/ros2_owl/msg/TreeDetectionArray.msg" in shared
-    assert "share/ros2_owl/interfaces/vision_msgs/msg/Detection2DArray.msg" in shared
+    assert "ros2_owl/io/interfaces/vision_msgs/msg/Detection2DArray.msg" in names
     for page_file in ("index.html", "app.js", "style.css"):  # the live page ships in the wheel
         assert f"ros2_owl/web/static/{page_file}" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
@@ -73,7 +73,7 @@ def test_wheel_installs_core_and_cli(tmp_path):
         [
             sys.executable,
             "-c",
-            "import ros2_owl.prompt as p; print(p.__file__); "
+            "import ros2_owl.core.prompt as p; print(p.__file__); "
             "print(p.parse_prompt('[a person [a face]]').to_dict())",
         ],
         env=env,

@@ -8,10 +8,10 @@ import torch
 import transformers as tf
 from fixtures_models import noise_image, synthetic_scene
 
-from ros2_owl.boxes import box_iou
-from ros2_owl.predictor import NEUTRAL_PROMPT, PredictorConfig, TreePredictor
-from ros2_owl.preprocess import ImageError
-from ros2_owl.prompt import PromptError
+from ros2_owl.core.boxes import box_iou
+from ros2_owl.core.predictor import NEUTRAL_PROMPT, PredictorConfig, TreePredictor
+from ros2_owl.core.preprocess import ImageError
+from ros2_owl.core.prompt import PromptError
 
 FLAT = PredictorConfig(threshold=0.0, scoring="exclusive", nms_iou=None, max_detections=10_000)
 

@@ -17,7 +17,7 @@ import pytest
 from fixtures_models import noise_image, synthetic_scene
 
 from ros2_owl.backends import make_image_encoder
-from ros2_owl.predictor import PredictorConfig, TreePredictor
+from ros2_owl.core.predictor import PredictorConfig, TreePredictor
 
 SCORE_TOL = 1e-4
 BOX_TOL_PX = 1e-2

@@ -6,7 +6,7 @@ import pytest
 from fixtures_models import synthetic_scene
 from test_region_resolution import ShapeRecorder
 
-from ros2_owl.predictor import PredictorConfig, TreePredictor
+from ros2_owl.core.predictor import PredictorConfig, TreePredictor
 
 TREE = "[a person [a face, a hand] (standing, sitting)]"
 

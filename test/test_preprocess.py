@@ -7,7 +7,7 @@ import pytest
 import torch
 import transformers as tf
 
-from ros2_owl import preprocess as io
+from ros2_owl.core import preprocess as io
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ros2_owl.prompt import (
+from ros2_owl.core.prompt import (
     MAX_DEPTH,
     MAX_LABEL_CHARS,
     MAX_LABELS,
@@ -510,7 +510,7 @@ def _check_parse_or_error(text: str) -> None:
         assert text[label.column : label.column + len(label.text)] == label.text
     for warning in tree.warnings:
         assert text[warning.column] == "("
-    if "@" not in text:
+    if "@" not in text and "{" not in text:  # NanoOWL knows neither thresholds nor {mask}
         try:
             reference = nanoowl_semantics(text)
         except (RuntimeError, IndexError):
@@ -548,7 +548,7 @@ def _key(text: str) -> str:
 def prompts(draw):
     """A random valid prompt with its expected NanoOWL-style dict, built from a spec."""
     budget = [draw(st.integers(1, 16))]
-    labels, nodes, thresholds, queries = ["image"], [], {}, {}
+    labels, nodes, thresholds, queries, masks = ["image"], [], {}, {}, []
     warnings = [0]
 
     def group(level: int, parent: int) -> str:
@@ -572,6 +572,9 @@ def prompts(draw):
             if value is not None:
                 part += draw(SPACE) + "@" + draw(SPACE) + value
                 thresholds[index] = float(value)
+            if op == "detect" and draw(st.booleans()):
+                part += draw(SPACE) + "{mask}"
+                masks.append(index)
             while level < MAX_DEPTH and budget[0] > 0 and draw(st.booleans()):
                 part += draw(SPACE) + group(level + 1, index)
             parts.append(part + draw(SPACE))
@@ -586,6 +589,8 @@ def prompts(draw):
         expected["thresholds"] = thresholds
     if queries:
         expected["queries"] = queries
+    if masks:
+        expected["masks"] = masks
     return text + draw(SPACE), expected, warnings[0]
 
 
@@ -619,7 +624,7 @@ def test_mutated_valid_prompts_parse_or_raise_prompt_error(case, data):
 
 @pytest.mark.parametrize("label", ["\u200b", "\u200b\u200d", " \u2060 ", "\u3000", "\ufeff"])
 def test_invisible_labels_are_empty(label):
-    from ros2_owl.prompt import is_blank
+    from ros2_owl.core.prompt import is_blank
 
     with pytest.raises(PromptError, match="empty label"):
         parse_prompt(f"[a cat, {label}]")
@@ -627,7 +632,7 @@ def test_invisible_labels_are_empty(label):
 
 
 def test_error_window_shows_about_60_characters_each_side():
-    from ros2_owl.prompt import caret_message
+    from ros2_owl.core.prompt import caret_message
 
     prompt = "[a cat, " + "y" * 90 + " ] x" + "z" * 1_000_000
     with pytest.raises(PromptError) as info:
@@ -641,3 +646,50 @@ def test_error_window_shows_about_60_characters_each_side():
     huge = PromptError("too long", 1000)
     assert len(caret_message(prompt, huge)) < 220
     assert caret_message("[a\tb\nc", PromptError("bad", 4)).split("\n")[2] == "      ^"
+
+
+def test_mask_marker_marks_detect_labels_and_round_trips():
+    tree = parse_prompt("[a mug@0.3 {mask} [a handle{mask}], a person]")
+    assert tree.mask_labels() == (1, 2)
+    assert [lb.text for lb in tree.labels] == ["image", "a mug", "a handle", "a person"]
+    assert tree.labels[1].threshold == 0.3 and not tree.labels[3].mask
+    assert tree.to_prompt() == "[a mug@0.3 {mask} [a handle {mask}], a person]"
+    assert parse_prompt(tree.to_prompt()) == tree
+    assert tree.to_dict()["masks"] == [1, 2]
+    assert Tree.from_dict(tree.to_dict()) == tree
+    assert "masks" not in parse_prompt("[a mug]").to_dict()
+
+
+@pytest.mark.parametrize(
+    "prompt, column, fragment",
+    [
+        ("[a mug {masks}]", 7, "unknown marker '{masks}'"),
+        ("[a {mask} mug]", 10, "text 'mug' after {mask}"),
+        ("[a mug {mask]", 7, "unclosed '{'"),
+        ("[a mug} ]", 6, "unmatched '}'"),
+        ("[a person (sitting {mask}, standing)]", 19, "{mask} on a classify label"),
+        ("[a mug {mask}{mask}]", 13, "text '{mask}' after {mask}"),
+    ],
+)
+def test_mask_marker_is_strict(prompt, column, fragment):
+    with pytest.raises(PromptError) as info:
+        parse_prompt(prompt)
+    assert fragment in str(info.value) and info.value.column == column
+
+
+def test_masks_from_dict_are_checked():
+    base = {
+        "nodes": [{"op": "classify", "input": 0, "outputs": [1, 2]}],
+        "labels": ["image", "a", "b"],
+    }
+    with pytest.raises(ValueError, match="classify labels take no"):
+        Tree.from_dict({**base, "masks": [1]})
+    with pytest.raises(ValueError, match="'masks' must be a list"):
+        Tree.from_dict({**base, "masks": 1})
+    with pytest.raises(ValueError, match="reserved character '\\{'"):
+        Tree.from_dict(
+            {
+                "nodes": [{"op": "detect", "input": 0, "outputs": [1]}],
+                "labels": ["image", "a {mask}"],
+            }
+        )

@@ -9,9 +9,9 @@ import torch
 import transformers as tf
 from fixtures_models import noise_image
 
+from ros2_owl.core.predictor import PredictorConfig, TreePredictor
+from ros2_owl.core.queries import QueryStore, check_query_name
 from ros2_owl.models.owl import decode_logits, select_query_patch
-from ros2_owl.predictor import PredictorConfig, TreePredictor
-from ros2_owl.queries import QueryStore, check_query_name
 
 
 @pytest.fixture(scope="module", params=["owlvit", "owlv2"])

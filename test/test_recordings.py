@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from fixtures_recordings import FRONT, read_bag, write_bag, write_video
 
-from ros2_owl.recordings import EXIT_INTERRUPTED, RecordingError, RunReport, Slice
+from ros2_owl.io.recordings import EXIT_INTERRUPTED, RecordingError, RunReport, Slice
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from fixtures_recordings import FRONT, REAR, read_bag, write_bag
 
-from ros2_owl import cli, result_messages
-from ros2_owl.bag_messages import bag_messages
-from ros2_owl.recordings import EXIT_INCOMPLETE
+from ros2_owl.cli import app as cli
+from ros2_owl.io import result_messages
+from ros2_owl.io.bag_messages import bag_messages
+from ros2_owl.io.recordings import EXIT_INCOMPLETE
 
 PROMPT = "[a box [a corner]] (red, blue)"
 
@@ -73,8 +74,8 @@ def test_bag_writes_the_node_topics_per_camera(storage, tmp_path, models, capsys
 def test_bag_contents_equal_the_node_mapping(tmp_path, tiny_owlvit_dir, capsys):
     """Every output message is byte for byte what result_messages builds for the predictor's
     result on that frame (the mapping the node publishes with)."""
-    from ros2_owl.predictor import TreePredictor
-    from ros2_owl.ros.convert import message_to_rgb
+    from ros2_owl.core.predictor import TreePredictor
+    from ros2_owl.io.images import message_to_rgb
 
     write_bag(tmp_path / "in", "sqlite3", frames=2)
     out = tmp_path / "out"
@@ -158,7 +159,7 @@ def test_bag_frames_are_decoded_like_the_node(tmp_path):
     """Raw and JPEG frames from the bag decode to the pixels that were written."""
     from fixtures_recordings import scene
 
-    from ros2_owl.ros.convert import message_to_rgb
+    from ros2_owl.io.images import message_to_rgb
 
     write_bag(tmp_path / "in", "mcap", frames=1)
     messages, _ = read_bag(tmp_path / "in")
@@ -188,3 +189,30 @@ def test_bag_track_puts_track_ids_in_the_detections(tmp_path, models, capsys):
         ):  # without --track: the per-frame instance ids, no track ids
             assert [d.id for d in dets.detections] == [str(t.id) for t in trees.detections]
             assert all(t.track_id == 0 for t in trees.detections)
+
+
+def test_bag_masks_topic_is_a_label_image_of_the_tree_ids(
+    tmp_path, tiny_owlvit_dir, tiny_sam_dir, capsys
+):
+    write_bag(tmp_path / "in", "sqlite3", frames=2, bad_frame=None)
+    argv = [
+        "bag",
+        str(tmp_path / "in"),
+        "--topic",
+        FRONT,
+        "--quiet",
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    argv += ["--model", str(tiny_owlvit_dir), "--no-clip", "--sam-model", str(tiny_sam_dir)]
+    assert cli.main([*argv, "--prompt", "[a box {mask} [a corner]]"]) == 0, capsys.readouterr().err
+    messages, kinds = read_bag(tmp_path / "out")
+    assert kinds["/masks"] == "sensor_msgs/msg/Image"
+    assert len(messages["/masks"]) == len(messages["/tree"]) == 2
+    for (_, image), (_, tree) in zip(messages["/masks"], messages["/tree"], strict=True):
+        assert image.header.stamp == tree.header.stamp and image.encoding == "mono16"
+        assert (image.width, image.height) == (80, 60) and image.step == 160
+        labels = np.frombuffer(bytes(image.data), "<u2").reshape(60, 80)
+        masked = {d.id for d in tree.detections if d.has_mask}
+        assert masked and set(np.unique(labels)) - {0} <= masked
+        assert all(d.has_mask == (d.class_id == "a box") for d in tree.detections)

@@ -8,8 +8,8 @@ import json
 import pytest
 from fixtures_recordings import write_video
 
-from ros2_owl import cli
-from ros2_owl.recordings import EXIT_INCOMPLETE
+from ros2_owl.cli import app as cli
+from ros2_owl.io.recordings import EXIT_INCOMPLETE
 
 
 @pytest.fixture
@@ -117,3 +117,20 @@ def test_video_track_gives_ids_across_frames(clip, tmp_path, models, capsys):
     assert all(len(set(t for t in ids if t)) == len([t for t in ids if t]) for ids in frames)
     assert set(frames[0]) & set(frames[1])  # the moving scene keeps some of its tracks
     assert all(d["track_id"] == 0 for line in _lines(plain) for d in line["detections"])
+
+
+def test_video_masks_are_in_the_jsonl_as_rle(clip, tmp_path, tiny_owlvit_dir, tiny_sam_dir, capsys):
+    jsonl = tmp_path / "out.jsonl"
+    argv = ["video", str(clip), "--jsonl", str(jsonl), "--quiet", "--end", "0.2"]
+    argv += ["--model", str(tiny_owlvit_dir), "--no-clip", "--sam-model", str(tiny_sam_dir)]
+    assert cli.main(argv + ["--prompt", "[a box {mask} [a corner]]"]) == 0, capsys.readouterr().err
+    lines = _lines(jsonl)
+    assert lines and all(d["detections"] for d in lines)
+    for line in lines:
+        for det in line["detections"]:
+            if det["label"] == "a box":  # marked: a mask of the frame's size, area = its runs
+                rle = det["mask"]["rle"]
+                assert rle["size"] == [64, 80] and sum(rle["counts"]) == 64 * 80
+                assert det["mask"]["area"] == sum(rle["counts"][1::2])
+            else:
+                assert det["mask"] is None

@@ -10,11 +10,11 @@ from fixtures_models import synthetic_scene
 
 from ros2_owl.backends import TorchImageEncoder
 from ros2_owl.backends.cache import ArtefactCache
+from ros2_owl.core.predictor import PredictorConfig, TreePredictor
+from ros2_owl.core.preprocess import crop_box_pixels, load_image
+from ros2_owl.core.region_resolution import bucket_sizes, group_by_size, region_input_size
+from ros2_owl.core.results import match_detections
 from ros2_owl.models.owl import OwlModel, decode_logits
-from ros2_owl.predictor import PredictorConfig, TreePredictor
-from ros2_owl.preprocess import crop_box_pixels, load_image
-from ros2_owl.region_resolution import bucket_sizes, group_by_size, region_input_size
-from ros2_owl.results import match_detections
 
 LABELS = ["a cat", "a remote control", "two dogs on a sofa"]
 

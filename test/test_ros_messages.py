@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from fixtures_ros import _import_rclpy
 
-from ros2_owl.prompt import parse_prompt
-from ros2_owl.results import Classification, Detection, LabelScore, TreeResult
+from ros2_owl.core.prompt import parse_prompt
+from ros2_owl.core.results import Classification, Detection, LabelScore, TreeResult
 
 TREE = parse_prompt("[a person [a face] (standing, sitting)] (indoor, outdoor)")
 STANDING = Classification(2, 1, (LabelScore(4, "standing", 0.75), LabelScore(5, "sitting", 0.25)))

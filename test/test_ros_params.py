@@ -36,8 +36,8 @@ def test_declared_types_and_rclpy_enforced_bounds(node):
     from rcl_interfaces.msg import ParameterType
     from rclpy.parameter import Parameter
 
+    from ros2_owl.core.settings import DEFAULT_PROMPT
     from ros2_owl.ros.params import declare_parameters, read_settings
-    from ros2_owl.settings import DEFAULT_PROMPT
 
     declare_parameters(node)
     assert node.describe_parameter("label_thresholds").type == ParameterType.PARAMETER_STRING_ARRAY

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from fixtures_ros import _import_rclpy
 
-from ros2_owl.prompt import parse_prompt
-from ros2_owl.results import Detection, TreeResult
+from ros2_owl.core.prompt import parse_prompt
+from ros2_owl.core.results import Detection, TreeResult
 
 TREE = parse_prompt("[a person [a face]]")
 K = [100.0, 0.0, 79.5, 0.0, 100.0, 59.5, 0.0, 0.0, 1.0]
@@ -110,7 +110,7 @@ def test_depth_input_pairs_computes_and_counts():
 
 def test_detection_3d_array_has_the_2d_ids_labels_and_header():
     _import_rclpy()
-    from ros2_owl.depth import Box3D
+    from ros2_owl.core.depth import Box3D
     from ros2_owl.ros.messages import detection_array
     from ros2_owl.ros.spatial import detection_3d_array
 

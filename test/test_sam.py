@@ -13,9 +13,9 @@ import transformers as tf
 from fixtures_models import synthetic_scene
 from PIL import Image
 
+from ros2_owl.core.preprocess import load_image
 from ros2_owl.models import ModelLoadError
 from ros2_owl.models.sam import SamSegmenter, mask_box, resized_shape
-from ros2_owl.preprocess import load_image
 
 BOXES = [[10.0, 12.0, 90.0, 70.0], [40.0, 30.0, 150.0, 115.0], [0.0, 0.0, 160.0, 120.0]]
 

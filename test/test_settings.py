@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ros2_owl.settings import (
+from ros2_owl.core.settings import (
     SCHEMA,
     SETTINGS,
     PredictorConfig,

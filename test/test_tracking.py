@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ros2_owl.prompt import parse_prompt
-from ros2_owl.results import Classification, Detection, LabelScore, TreeResult
-from ros2_owl.tracking import CameraTracker, Tracking, TrackingConfig
+from ros2_owl.core.prompt import parse_prompt
+from ros2_owl.core.results import Classification, Detection, LabelScore, TreeResult
+from ros2_owl.core.tracking import CameraTracker, Tracking, TrackingConfig
 
 TREE = parse_prompt("[a person [a face], a car]")
 LABELS = {text: i for i, text in enumerate(TREE.label_texts)}

@@ -18,7 +18,6 @@ from fixtures_triton import TOKEN_HEADER, free_port, start_server
 from PIL import Image
 from test_predictor_backends import CONFIG, TREE, assert_same_result
 
-from ros2_owl import cli
 from ros2_owl.backends.triton_backend import (
     TritonImageEncoder,
     TritonModelMismatch,
@@ -26,8 +25,9 @@ from ros2_owl.backends.triton_backend import (
     TritonTarget,
     TritonUnavailable,
 )
+from ros2_owl.cli import app as cli
+from ros2_owl.core.predictor import PredictorConfig, TreePredictor
 from ros2_owl.models.owl import OwlModel
-from ros2_owl.predictor import PredictorConfig, TreePredictor
 
 
 @pytest.fixture(scope="module")

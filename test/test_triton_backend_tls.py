@@ -10,7 +10,7 @@ from test_predictor_backends import CONFIG, assert_same_result
 
 from ros2_owl.backends.base import BackendError
 from ros2_owl.backends.triton_backend import TritonImageEncoder, TritonOptions, TritonUnavailable
-from ros2_owl.predictor import TreePredictor
+from ros2_owl.core.predictor import TreePredictor
 
 PROMPT = "[a person [a face, a hand]]"  # nested: the crops go as one batch request too
 

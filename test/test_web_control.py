@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from fixtures_models import synthetic_scene
 
-from ros2_owl.predictor import PredictorConfig, TreePredictor
+from ros2_owl.core.predictor import PredictorConfig, TreePredictor
 from ros2_owl.web.control import PredictorPromptControl
 
 
@@ -71,3 +71,16 @@ def test_view_lists_each_detect_label_once_with_warnings(predictor):
     assert view.warnings and "column" in view.warnings[0]
     assert view.to_dict()["labels"][0] == {"label": "a face", "threshold": 0.1, "fixed": False}
     assert np.isfinite(view.default_threshold)
+
+
+def test_the_sessions_mask_rule_refuses_a_mask_prompt_without_sam(predictor):
+    from ros2_owl.core.settings import Settings
+    from ros2_owl.runtime.session import FrameSession
+
+    session = FrameSession(predictor, Settings())
+    control = PredictorPromptControl(
+        predictor, "[a cat]", PredictorConfig(), check=session.check_masks
+    )
+    outcome = control.set_prompt("[a cat {mask}]")
+    assert not outcome.ok and "no SAM model is loaded" in outcome.message
+    assert control.state.prompt == "[a cat]"

@@ -46,7 +46,7 @@ def browser_page():
 
 @pytest.fixture
 def served_video(tmp_path, tiny_owlvit_dir, tiny_clip_dir):
-    from ros2_owl.predictor import PredictorConfig, TreePredictor
+    from ros2_owl.core.predictor import PredictorConfig, TreePredictor
     from ros2_owl.web.server import ServerConfig
     from ros2_owl.web.sources import open_source
 
@@ -160,7 +160,7 @@ def test_page_stream_prompt_error_slider_screenshot(browser_page, served_video, 
 @pytest.fixture
 def two_cameras(tiny_owlvit_dir, tiny_clip_dir):
     """A server with two cameras (as the node's), each fed its own frames at 8 fps."""
-    from ros2_owl.predictor import PredictorConfig, TreePredictor
+    from ros2_owl.core.predictor import PredictorConfig, TreePredictor
     from ros2_owl.web.control import PredictorPromptControl
     from ros2_owl.web.server import FrameStats, ServerConfig, WebServer
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from fixtures_models import synthetic_scene
 
-from ros2_owl.predictor import PredictorConfig, TreePredictor
+from ros2_owl.core.predictor import PredictorConfig, TreePredictor
 from ros2_owl.web.control import PredictorPromptControl
 from ros2_owl.web.protocol import MAX_MESSAGE_BYTES, unpack_frame
 from ros2_owl.web.server import FrameStats, ServerConfig, WebServer, WebServerError

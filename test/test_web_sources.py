@@ -2,33 +2,15 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 from fixtures_web import write_synthetic_video
 
 from ros2_owl.web.sources import (
-    Frame,
-    LatestFrame,
     SourceError,
     camera_target,
     open_source,
 )
-
-
-def test_latest_frame_keeps_the_newest_and_counts_the_rest():
-    slot = LatestFrame()
-    for i in range(5):
-        slot.put(Frame(np.zeros((2, 2, 3), np.uint8), float(i), i))
-    assert slot.take(0).index == 4 and slot.dropped == 4
-    assert slot.take(0.01) is None
-    waiter = threading.Thread(target=lambda: slot.put(Frame(np.zeros((1, 1, 3), np.uint8), 0, 9)))
-    waiter.start()
-    assert slot.take(10).index == 9
-    waiter.join()
-    slot.close()
-    assert slot.take(10) is None  # closed and empty: no wait
 
 
 def test_video_is_decoded_paced_and_looped(tmp_path):

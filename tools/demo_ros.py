@@ -39,7 +39,7 @@ from sensor_msgs.msg import Image  # noqa: E402
 from vision_msgs.msg import Detection2DArray, LabelInfo  # noqa: E402
 
 from ros2_owl.demo.fallback import demo_models  # noqa: E402
-from ros2_owl.ros.convert import image_to_rgb, rgb_to_image_msg  # noqa: E402
+from ros2_owl.io.images import image_to_rgb, rgb_to_image_msg  # noqa: E402
 
 
 class Inbox:

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import torch
 
-from ..settings import BACKENDS
+from ..core.settings import BACKENDS
 from .auto import PRECISIONS, AutoChoice, check_precision
 from .base import (
     BackendError,

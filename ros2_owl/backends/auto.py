@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from ..settings import PRECISIONS
+from ..core.settings import PRECISIONS
 from .base import BackendError, ImageEncoderBackend
 
 LOG = logging.getLogger(__name__)
@@ -198,25 +198,16 @@ def measure(
 
 def auto_key(module: torch.nn.Module, model_id: str, policy: str, max_batch: int, pool):
     """Cache key of a decision: the model, CPU, threads, runtimes and candidates measured."""
-    from .cache import ArtefactKey, model_fingerprint, module_fingerprint
-    from .export import encoder_attrs
+    from .export import module_key
 
-    names, size = encoder_attrs(module)
-    local = Path(model_id).expanduser()
-    model_id = str(local.resolve()) if local.is_dir() else str(model_id)
-    return ArtefactKey(
-        model_id=model_id,
-        revision=model_fingerprint(model_id),
-        encoder=type(module).__name__,
-        input_size=size,
+    return module_key(
+        module,
+        model_id,
         precision=policy,
-        min_batch=1,
         max_batch=max_batch,
         backend="auto",
         runtime_version=runtime_versions(),
         device=f"cpu {cpu_model()}",
-        weights=module_fingerprint(module),
-        output_names=names,
         extra=(("threads", thread_counts()), ("candidates", ",".join(c.label for c in pool))),
     )
 

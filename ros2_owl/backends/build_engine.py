@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from ros2_owl.backends import resolve_dtype
 from ros2_owl.backends.cache import ArtefactCache, CacheError, default_cache_dir
 from ros2_owl.backends.triton_repo import WIRE_DTYPES
-from ros2_owl.settings import DEFAULT_CLIP, DEFAULT_MODEL
+from ros2_owl.core.settings import DEFAULT_CLIP, DEFAULT_MODEL
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -256,6 +256,27 @@ def verify_onnx(
     return reports
 
 
+def module_key(
+    module: torch.nn.Module, model_id: str, *, revision: str | None = None, **fields
+) -> ArtefactKey:
+    """The artefact key of anything built from `module` (an export, an engine, a backend choice):
+    the model (a local folder by its absolute path), its weights and outputs, plus `fields`."""
+    names, size = encoder_attrs(module)
+    local = Path(model_id).expanduser()
+    if local.is_dir():  # "./m" and "/abs/m" are the same model
+        model_id = str(local.resolve())
+    return ArtefactKey(
+        model_id=str(model_id),
+        revision=model_fingerprint(str(model_id), revision),
+        encoder=type(module).__name__,
+        input_size=size,
+        min_batch=1,
+        weights=module_fingerprint(module),
+        output_names=names,
+        **fields,
+    )
+
+
 def onnx_key(
     module: torch.nn.Module,
     *,
@@ -265,25 +286,16 @@ def onnx_key(
     opset: int = OPSET,
 ) -> ArtefactKey:
     """Cache key of an ONNX export: the graph depends on torch, opset, weights and shapes."""
-    names, size = encoder_attrs(module)
     device, dtype = module_device_dtype(module)
-    precision = str(dtype).removeprefix("torch.")
-    local = Path(model_id).expanduser()
-    if local.is_dir():  # "./m" and "/abs/m" are the same model
-        model_id = str(local.resolve())
-    return ArtefactKey(
-        model_id=str(model_id),
-        revision=model_fingerprint(str(model_id), revision),
-        encoder=type(module).__name__,
-        input_size=size,
-        precision=precision,
-        min_batch=1,
+    return module_key(
+        module,
+        model_id,
+        revision=revision,
+        precision=str(dtype).removeprefix("torch."),
         max_batch=max_batch,
         backend="onnx",
         runtime_version=f"torch-{torch.__version__.split('+')[0]}-opset{opset}",
         device=device.type,
-        weights=module_fingerprint(module),
-        output_names=names,
     )
 
 

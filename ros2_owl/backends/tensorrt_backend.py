@@ -9,6 +9,7 @@ engine's I/O tensors are bound to torch CUDA tensors and executed on torch's cur
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import logging
 import threading
@@ -244,20 +245,15 @@ def engine_key(
     """Engine key: the ONNX key with TensorRT's version, the GPU and the precision."""
     trt = import_tensorrt()
     base = ArtefactKey.from_dict(onnx_entry.manifest["key"])
-    return ArtefactKey(
-        model_id=base.model_id,
-        revision=base.revision,
-        encoder=base.encoder,
-        input_size=base.input_size,
+    return dataclasses.replace(  # the model, weights, shapes and outputs stay the ONNX key's
+        base,
         precision="float16" if fp16 else "float32",
         min_batch=1,
-        max_batch=base.max_batch,
         backend="tensorrt",
         runtime_version=f"tensorrt-{trt.__version__}",
         device=gpu_name(device),
-        weights=base.weights,
-        output_names=base.output_names,
         extra=(("onnx_sha256", onnx_entry.manifest["sha256"]), ("opt_batch", str(opt_batch))),
+        format_version=ArtefactKey.format_version,
     )
 
 

@@ -26,7 +26,7 @@ import torch
 
 from ros2_owl.backends.base import BackendError
 from ros2_owl.backends.triton_repo import V2_TYPES
-from ros2_owl.settings import SCHEMA, TRITON_FALLBACKS
+from ros2_owl.core.settings import SCHEMA, TRITON_FALLBACKS, require_setting
 
 LOG = logging.getLogger(__name__)
 WIRE_BY_V2 = {v: k for k, v in V2_TYPES.items()}
@@ -64,10 +64,8 @@ class TritonOptions:
     def __post_init__(self) -> None:
         if not self.url:
             raise ValueError("triton_url must be host:port of the server's gRPC endpoint")
-        if not 0 < self.timeout_s <= 600:
-            raise ValueError(f"triton_timeout must be in (0, 600] s, got {self.timeout_s}")
-        if self.fallback not in FALLBACKS:
-            raise ValueError(f"triton_fallback must be one of {FALLBACKS}, not {self.fallback!r}")
+        require_setting("triton_timeout", float(self.timeout_s))  # the setting's own bounds
+        require_setting("triton_fallback", self.fallback)
         if not 0 < self.retry_initial_s <= self.retry_max_s:
             raise ValueError("retry_initial_s must be > 0 and <= retry_max_s")
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ros2_owl.backends.export import INPUT_NAME, TOLERANCES, ExportError, compare
-from ros2_owl.settings import TRITON_CLIP_MODEL, TRITON_OWL_MODEL
+from ros2_owl.core.settings import TRITON_CLIP_MODEL, TRITON_OWL_MODEL
 
 OWL_MODEL_NAME = TRITON_OWL_MODEL
 CLIP_MODEL_NAME = TRITON_CLIP_MODEL

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..preprocess import Preprocessor, crop_regions
+from ..core.preprocess import Preprocessor, crop_regions
 from . import load_transformers_model
 from .text_cache import CachedTextEncoder, TextEmbeddingCache
 

@@ -5,7 +5,7 @@ The split reproduces ``OwlViTForObjectDetection.forward`` / ``Owlv2ForObjectDete
 Decoding is the model's: ``OwlModel.decode`` scores patches against a prompt's queries and
 returns typed ``Candidates`` in input-image pixels (the inverse of the model's square rule,
 clipped to the encoded region); ``reference_patch`` picks a reference query's patch the way
-transformers' ``image_guided_detection`` does (rules in ros2_owl/queries.py).
+transformers' ``image_guided_detection`` does (rules in ros2_owl/core/queries.py).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ..boxes import box_iou, cxcywh_to_xyxy, generalized_box_iou, has_area
-from ..preprocess import Preprocessor, crop_regions, image_size
+from ..core.boxes import box_iou, cxcywh_to_xyxy, generalized_box_iou, has_area
+from ..core.preprocess import Preprocessor, crop_regions, image_size
 from . import load_transformers_model
 from .text_cache import CachedTextEncoder, TextEmbeddingCache
 

@@ -17,27 +17,15 @@ the same way); the prompt encoder and mask decoder stay in torch (small per box)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.results import InstanceMask
 from . import ModelLoadError, load_pretrained
 
 SAM_CLASSES = {"sam": "SamModel"}
 MASK_THRESHOLD = 0.0  # logits above this are inside (post_process_masks' default)
-
-
-@dataclass(frozen=True)
-class InstanceMask:
-    """One box's mask in input-image pixels, with SAM's predicted IoU and the mask's own box."""
-
-    mask: torch.Tensor  # bool [H, W] on the CPU
-    score: float  # SAM's IoU prediction for this mask
-    box: (
-        tuple[float, float, float, float] | None
-    )  # tight (x0, y0, x1, y1) of the mask; None if empty
 
 
 class SamImageEncoder(nn.Module):

@@ -1,9 +1,8 @@
-"""Camera inputs: topic -> output namespace scheme, QoS, and the one-slot mailbox per camera."""
+"""Camera inputs and outputs: topic -> output namespace scheme, input QoS, output publishers."""
 
 from __future__ import annotations
 
-import threading
-import time
+import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,8 +13,8 @@ from rclpy.qos import (
     ReliabilityPolicy,
 )
 
-from ros2_owl.camera_topics import (  # noqa: F401  (re-exported: the node imports them here)
-    OUTPUTS,
+from ros2_owl.io.topics import (  # noqa: F401  (re-exported: the node imports them here)
+    camera_outputs,
     is_compressed_topic,
     output_prefixes,
     output_topic,
@@ -24,13 +23,26 @@ from ros2_owl.ros.diagnostics import CameraStats
 
 __all__ = [
     "Camera",
-    "Mailbox",
     "input_qos",
+    "output_publishers",
     "is_compressed_topic",
     "no_frame_message",
     "output_prefixes",
     "output_topic",
 ]
+
+
+def output_publishers(with_depth: bool) -> dict[str, tuple[type, QoSProfile]]:
+    """Each output's message class and QoS, from io/topics.py's one table."""
+    out = {}
+    for name, spec in camera_outputs(with_depth).items():
+        package, _, message = spec.type.rpartition("/")
+        kind = getattr(importlib.import_module(package.replace("/", ".")), message)
+        qos = QoSProfile(depth=spec.depth, reliability=ReliabilityPolicy.RELIABLE)
+        if spec.transient_local:
+            qos.durability = DurabilityPolicy.TRANSIENT_LOCAL
+        out[name] = (kind, qos)
+    return out
 
 
 def input_qos(reliability: str, depth: int) -> QoSProfile:
@@ -79,59 +91,3 @@ def no_frame_message(
         f"with QoS reliability={reliability}, depth={depth}; publishers seen: {seen}. A reliable "
         "subscriber gets nothing from a best-effort publisher; check the topic name and remappings."
     )
-
-
-@dataclass
-class _Pending:
-    camera: Camera
-    msg: Any
-    received: float  # time.monotonic() when the callback ran
-
-
-class Mailbox:
-    """One slot per camera: a newer frame replaces an unprocessed one (counted as dropped).
-
-    The worker takes the slot whose frame waited longest, so cameras share the model fairly.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._slots: dict[int, _Pending] = {}
-        self._closed = False
-
-    def put(self, camera: Camera, msg: Any, received: float | None = None) -> None:
-        with self._cond:
-            if camera.index in self._slots:
-                camera.stats.frame_dropped()
-            self._slots[camera.index] = _Pending(
-                camera, msg, time.monotonic() if received is None else received
-            )
-            self._cond.notify()
-
-    def take(self, timeout: float | None = None) -> _Pending | None:
-        """The oldest pending frame, waiting for one; None when closed or on timeout."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._slots or self._closed, timeout):
-                return None
-            if self._closed:
-                return None
-            index = min(self._slots, key=lambda i: self._slots[i].received)
-            return self._slots.pop(index)
-
-    def take_batch(self, limit: int, timeout: float | None = None) -> list[_Pending]:
-        """Up to `limit` pending frames, longest waiting first, one per camera (waits for the
-        first). A camera left out is among the newest, so it is first in line next time: no
-        camera waits more than one batch for the others."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._slots or self._closed, timeout):
-                return []
-            if self._closed:
-                return []
-            order = sorted(self._slots, key=lambda i: self._slots[i].received)[: max(1, limit)]
-            return [self._slots.pop(i) for i in order]
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._slots.clear()
-            self._cond.notify_all()

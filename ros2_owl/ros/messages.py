@@ -7,7 +7,8 @@ import importlib
 
 import numpy as np
 
-from ros2_owl import result_messages
+from ros2_owl.io import result_messages
+from ros2_owl.io.images import ImageConversionError
 
 __all__ = [
     "RCLPY",
@@ -19,6 +20,7 @@ __all__ = [
     "image_classification",
     "label_info",
     "rgb_to_image_msg",
+    "mask_image",
     "tree_array",
     "tree_nodes",
 ]
@@ -74,6 +76,10 @@ def image_classification(result, header):
     return result_messages.image_classification(RCLPY, result, header)
 
 
+def mask_image(result, header):
+    return result_messages.mask_image(RCLPY, result, header)
+
+
 def label_info(tree, threshold: float, header):
     return result_messages.label_info(RCLPY, tree, threshold, header)
 
@@ -84,4 +90,6 @@ def tree_nodes(tree) -> list:
 
 def rgb_to_image_msg(rgb: np.ndarray, header=None):
     """Build an rgb8 sensor_msgs/Image from an HxWx3 uint8 array."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ImageConversionError(f"expected HxWx3 uint8, got {rgb.shape} {rgb.dtype}")
     return result_messages.rgb_image(RCLPY, rgb, header)

@@ -3,10 +3,11 @@
 configure loads the models and encodes the prompt, activate subscribes and starts the frame
 pipeline, deactivate stops both (models and prompt stay), cleanup frees the models, shutdown
 ends it from any state. With `autostart: true` (the default) the node drives itself to active
-at construction, as a plain node starts. Frames run in ros/pipeline.py, the live state's one write
-path (parameters, services, the page) is ros/live_state.py, diagnostics ros/node_monitoring.py.
-About 430 lines: the state machine's transitions and what each one creates or frees belong
-together, so a reader sees in one place what every state holds.
+at construction, as a plain node starts. The node owns its parts: the FrameSession (models,
+prompt, tracker, stats; runtime/session.py) from configure, the FramePipeline (threads;
+ros/pipeline.py) while active, the NodeMonitor (diagnostics, warnings; ros/node_monitoring.py)
+and the PromptController (the live state's one write path: parameters, services, the page;
+ros/live_state.py).
 """
 
 from __future__ import annotations
@@ -17,57 +18,38 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.timer import Timer
 from sensor_msgs.msg import CompressedImage, Image
-from vision_msgs.msg import Classification, Detection2DArray, Detection3DArray, LabelInfo
 
-from ros2_owl.backends.triton_backend import triton_options
-from ros2_owl.encoder_upgrade import free_unused
-from ros2_owl.msg import TreeDetectionArray
-from ros2_owl.predictor import TreePredictor
-from ros2_owl.prompt import PromptError, caret_message
+from ros2_owl.core.encoder_upgrade import free_unused
+from ros2_owl.core.predictor import TreePredictor
+from ros2_owl.core.prompt import PromptError, caret_message
+from ros2_owl.core.settings import Settings
 from ros2_owl.ros.cameras import (
     Camera,
     input_qos,
     is_compressed_topic,
     output_prefixes,
+    output_publishers,
     output_topic,
 )
-from ros2_owl.ros.diagnostics import (
-    CameraStats,
-)
 from ros2_owl.ros.guard import CallbackGuard, one_line
-from ros2_owl.ros.live_state import LiveStateMixin, PromptChange
-from ros2_owl.ros.node_monitoring import MonitoringMixin
+from ros2_owl.ros.live_state import PromptChange, PromptController
+from ros2_owl.ros.node_monitoring import NodeMonitor
 from ros2_owl.ros.params import declare_parameters, read_settings
 from ros2_owl.ros.pipeline import FrameOutputs, FramePipeline, Live
 from ros2_owl.ros.spatial import DepthInput, subscribe_depth
 from ros2_owl.ros.startup import StartupError, init_ros
-from ros2_owl.settings import Settings
+from ros2_owl.runtime.session import FrameSession, load_predictor, load_segmenter
 from ros2_owl.srv import RegisterQuery, SetPrompt
-from ros2_owl.tracking import Tracking, TrackingConfig
 
 __all__ = ["OwlNode", "PromptChange", "StartupError", "main"]
 
-_OUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-_LATCHED_QOS = QoSProfile(
-    depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
-)
-_OUTPUTS = {
-    "detections": (Detection2DArray, _OUT_QOS),
-    "tree": (TreeDetectionArray, _OUT_QOS),
-    "classification": (Classification, _OUT_QOS),
-    "label_info": (LabelInfo, _LATCHED_QOS),
-    "annotated_image": (Image, QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)),
-}
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
 
@@ -87,29 +69,23 @@ def _release_freed_memory() -> None:
         pass
 
 
-class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
+class OwlNode(LifecycleNode):
     """Runs a TreePredictor on one or more cameras; see README for topics, parameters, states."""
 
     def __init__(self, *, predictor: TreePredictor | None = None, **node_kwargs: Any):
         super().__init__("owl_node", **node_kwargs)
         self._given_predictor = predictor
-        self.predictor: TreePredictor | None = None
+        self.session: FrameSession | None = None  # the frame path: predictor, prompt, tracker
         self.cameras: list[Camera] = []
         self._pipeline: FramePipeline | None = None
         self._outputs = FrameOutputs()
         self._while_active: list[Any] = []  # subscriptions and timers of the active state
-        self._no_frame_timer = None
-        self._diag_pub = None
         self._phase = "unconfigured"
-        self._pending: Live | None = None
-        self._prepared: Live | None = None  # encoded by apply_prompt, reused by on-set
-        self._prompt_lock = threading.RLock()  # one prompt write at a time (service, page, params)
-        # image encoders may not be re-entrant (one TensorRT execution context): the pipeline's
-        # predict and a query registration on the executor thread take turns
-        self._encoder_lock = threading.Lock()
-        self._warn_times: dict[str, float] = {}
-        self._previous_stats: dict[int, Any] = {}
+        # image encoders may not be re-entrant (one TensorRT execution context): the session's
+        # inference and a query registration on the executor thread take turns
+        self.encoder_lock = threading.Lock()
         self._guard = CallbackGuard(self.get_logger())  # no callback exception ends spin()
+        self.monitor = NodeMonitor(self, self._guard)  # diagnostics, warnings
         self._quiet_configure = False  # autostart: main() prints the one line instead
         self.last_error = ""
         try:
@@ -117,21 +93,19 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
         except Exception as exc:  # a --params-file value of the wrong type or out of range
             self.destroy_node()
             raise StartupError(f"invalid parameter value: {exc}") from exc
-        self._live = Live(read_settings(self))
+        self.prompts = PromptController(self, read_settings(self))  # the live state
         g = self._guard
-        self._watch_parameters(g)
-        if self._live.settings.autostart:
+        self.prompts.watch_parameters(g)
+        if self.prompts.live.settings.autostart:
             reason = self.start()
             if reason:
                 self.destroy_node()  # no half-built node left for rclpy.shutdown()
                 raise StartupError(reason)
         # after autostart: with it, ~/set_prompt appearing means the node is active
-        self.create_service(
-            SetPrompt, "~/set_prompt", g.service("set_prompt", self._srv_set_prompt)
-        )
-        self.create_service(
-            RegisterQuery, "~/register_query", g.service("register_query", self._srv_register_query)
-        )
+        services = {"set_prompt": (SetPrompt, self.prompts.srv_set_prompt)}
+        services["register_query"] = (RegisterQuery, self.prompts.srv_register_query)
+        for name, (kind, handler) in services.items():
+            self.create_service(kind, f"~/{name}", g.service(name, handler))
 
     def start(self) -> str:
         """configure + activate (autostart); returns why it failed, or '' when active."""
@@ -145,14 +119,28 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
             return self.last_error or "activate failed"
         return ""
 
+    def apply_prompt(self, prompt: str, overrides: dict[str, float] | None = None) -> PromptChange:
+        """Encode, commit and write back a new prompt (the page's and the service's path)."""
+        return self.prompts.apply_prompt(prompt, overrides)
+
     @property
     def active(self) -> Live:
         """The live state in force (settings, encoded prompt, per-frame config): one reference."""
-        return self._live
+        return self.prompts.live
+
+    @property
+    def predictor(self) -> TreePredictor | None:
+        """The configured session's predictor (None while unconfigured)."""
+        return self.session.predictor if self.session is not None else None
+
+    @property
+    def depth_inputs(self) -> dict[int, DepthInput]:
+        """camera index -> its depth input (empty without depth_topics)."""
+        return self._outputs.depth
 
     @property
     def settings(self) -> Settings:
-        return self._live.settings
+        return self.prompts.live.settings
 
     @property
     def phase(self) -> str:
@@ -181,7 +169,7 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
         return self._transition("configure", self._configure, self._release)
 
     def _configure(self) -> None:
-        s = self._live.settings
+        s = self.prompts.live.settings
         problems = s.validate()
         if problems:
             raise ConfigureError("invalid parameters: " + "; ".join(problems))
@@ -189,27 +177,15 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
             prefixes = output_prefixes(s.image_topics, s.camera_names)
         except ValueError as exc:
             raise ConfigureError(str(exc)) from exc
-        if self._given_predictor is not None:
-            self.predictor = self._given_predictor
-        else:  # ours: torch image encoders a runtime backend replaced are freed
-            self.predictor = self._load_predictor(s)
-            free_unused(self.predictor)
-        problem = self.predictor.config_problem(s.predictor_config())
-        if problem:  # e.g. region_resolution adaptive with backend triton
-            raise ConfigureError(f"invalid parameters: {problem}")
-        if s.queries_file and Path(s.queries_file).exists():
-            try:
-                self.predictor.load_queries(s.queries_file)
-            except Exception as exc:
-                raise ConfigureError(f"queries_file {s.queries_file}: {exc}") from exc
+        self.session = self._make_session(s)
         try:
-            live = self._prepare(s)
+            live = self.prompts.prepare(s)
         except (PromptError, ValueError) as exc:
             raise ConfigureError(f"prompt parameter: {caret_message(s.prompt, exc)}") from exc
-        self._outputs = FrameOutputs(tracking=self._make_tracking(s))
+        self._outputs = FrameOutputs()
         self.cameras = [self._make_camera(i, t, prefixes[i]) for i, t in enumerate(s.image_topics)]
-        self._diag_pub = self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._commit(live)
+        self.monitor.open()
+        self.prompts.commit(live)
         if s.web_port:
             self._start_web(s)
         self._phase = "inactive"
@@ -224,13 +200,12 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
         return result
 
     def _activate(self) -> None:
-        s, g = self._live.settings, self._guard
+        s, g = self.prompts.live.settings, self._guard
         self._pipeline = FramePipeline(
-            self.predictor,
+            self.session,
             self.cameras,
-            lambda: self._live,
-            self._encoder_lock,
-            self._warn_throttled,
+            lambda: self.prompts.live,
+            self.monitor.warn,
             self._outputs,
             self.context.ok,
         )
@@ -251,18 +226,16 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
                     self, cam, self._outputs.depth[cam.index], depth_topic, info, qos
                 )
         handles.append(
-            self.create_timer(
-                s.diagnostics_period, g.call("diagnostics", self._publish_diagnostics)
-            )
+            self.create_timer(s.diagnostics_period, g.call("diagnostics", self.monitor.publish))
         )
         if s.no_frame_warning > 0:
-            self._no_frame_timer = self.create_timer(
-                s.no_frame_warning, g.call("no-frame check", self._check_no_frames)
+            self.monitor.no_frame_timer = self.create_timer(
+                s.no_frame_warning, g.call("no-frame check", self.monitor.check_no_frames)
             )
-            handles.append(self._no_frame_timer)
+            handles.append(self.monitor.no_frame_timer)
         self._while_active = handles
         self._phase = "active"
-        self._publish_label_info()
+        self.prompts.publish_label_info()
         self._start_upgrade()
         self.get_logger().info(
             f"ready: model {s.model} ({self.predictor.backend_summary()} on {s.device}), prompt "
@@ -300,7 +273,7 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
                 self.destroy_timer(handle)
             else:
                 self.destroy_subscription(handle)
-        self._while_active, self._no_frame_timer = [], None
+        self._while_active, self.monitor.no_frame_timer = [], None
         if self._pipeline is not None:
             self._pipeline.stop()
             self._pipeline = None
@@ -315,35 +288,17 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
             for pub in cam.publishers.values():
                 self.destroy_lifecycle_publisher(pub)
         self.cameras = []
-        if self._diag_pub is not None:
-            self.destroy_lifecycle_publisher(self._diag_pub)
-            self._diag_pub = None
         if self.predictor is not None and self.predictor.upgrade is not None:
             self.predictor.upgrade.cancel()
-        self.predictor = None
-        self._previous_stats.clear()
-        self._commit(Live(self._live.settings))  # drops the encoded state, keeps the settings
+        self.session = None
+        self.monitor.close()
+        self.prompts.commit(
+            Live(self.prompts.live.settings)
+        )  # drops the encoded state, keeps the settings
         self._phase = "unconfigured"
         _release_freed_memory()
 
     # ----- configure pieces -------------------------------------------------------------------
-    def _load_predictor(self, s: Settings) -> TreePredictor:
-        try:
-            return TreePredictor.from_pretrained(
-                model=s.model,
-                clip_model=s.clip_model or None,
-                device=s.device,
-                dtype=s.dtype,
-                backend=s.backend,
-                config=s.predictor_config(),
-                cache_dir=s.cache_dir or None,
-                precision=s.precision,
-                triton=triton_options(s),
-                upgrade=s.backend_upgrade,
-            )
-        except Exception as exc:  # ModelLoadError, BackendError, torch errors
-            raise ConfigureError(f"could not load the models: {one_line(exc, 2000)}") from exc
-
     def _start_upgrade(self) -> None:
         """backend auto still measuring: the frames run on torch meanwhile (backends/upgrade.py);
         started here, on the node's own thread, so its threads keep the node's priority."""
@@ -352,34 +307,44 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
             upgrade.log = self.get_logger().info
             upgrade.start()
 
+    def _make_session(self, s: Settings) -> FrameSession:
+        """The frame path of these settings: models (or the given predictor), queries, tracker."""
+        try:
+            predictor = self._given_predictor
+            if predictor is None:  # ours: torch image encoders a runtime backend replaced go
+                predictor = load_predictor(s, upgrade=s.backend_upgrade)
+                free_unused(predictor)
+            segmenter = load_segmenter(s)
+        except Exception as exc:  # ModelLoadError, BackendError, torch errors
+            raise ConfigureError(f"could not load the models: {one_line(exc, 2000)}") from exc
+        problem = predictor.config_problem(s.predictor_config())
+        if problem:  # e.g. region_resolution adaptive with backend triton
+            raise ConfigureError(f"invalid parameters: {problem}")
+        try:
+            session = FrameSession(predictor, s, lock=self.encoder_lock, segmenter=segmenter)
+        except ImportError as exc:  # tracking without supervision
+            raise ConfigureError(str(exc)) from exc
+        try:
+            session.load_queries(missing_ok=True)  # register_query creates the file
+        except Exception as exc:
+            raise ConfigureError(f"queries_file {s.queries_file}: {exc}") from exc
+        return session
+
     def _make_camera(self, index: int, topic: str, prefix: str) -> Camera:
         """A camera's lifecycle publishers (its subscriptions come at activate)."""
-        s = self._live.settings
-        cam = Camera(index, topic, prefix, is_compressed_topic(topic), CameraStats(topic))
-        cam.resolved_topic = cam.stats.topic = self.resolve_topic_name(topic)
-        outputs = dict(_OUTPUTS)
+        s = self.prompts.live.settings
+        resolved = self.resolve_topic_name(topic)
+        stats = self.session.camera_stats(resolved)
+        cam = Camera(
+            index, topic, prefix, is_compressed_topic(topic), stats, resolved_topic=resolved
+        )
+        outputs = output_publishers(with_depth=bool(s.depth_topics))
         if s.depth_topics:
-            outputs["detections_3d"] = (Detection3DArray, _OUT_QOS)
             self._outputs.depth[index] = DepthInput(s.depth_tolerance)
         for name, (kind, qos) in outputs.items():
             topic_name = output_topic(prefix, name)
             cam.publishers[name] = self.create_lifecycle_publisher(kind, topic_name, qos)
         return cam
-
-    def _make_tracking(self, s: Settings) -> Tracking | None:
-        """Track ids per camera when `tracking` is on (imports the tracker library here)."""
-        if not s.tracking:
-            return None
-        config = TrackingConfig(
-            max_missed_frames=s.track_max_missed_frames,
-            classification_smoothing=s.classification_smoothing,
-        )
-        try:
-            return Tracking(config)
-        except ImportError as exc:
-            raise ConfigureError(
-                f"tracking: true needs supervision ({exc}); pip install 'supervision>=0.30,<0.31'"
-            ) from exc
 
     def _start_web(self, s: Settings) -> None:
         """The live page (opt-in web_port) on every camera; pages start on web_camera."""
@@ -397,7 +362,7 @@ class OwlNode(LiveStateMixin, MonitoringMixin, LifecycleNode):
     def _on_frame(self, cam: Camera, msg) -> None:
         now = time.monotonic()
         cam.stats.frame_received(now)
-        rate = self._live.settings.max_rate
+        rate = self.prompts.live.settings.max_rate
         if rate > 0 and now - cam.last_accepted < 1.0 / rate:
             cam.stats.frame_rate_limited()
             return

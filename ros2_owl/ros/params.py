@@ -1,6 +1,6 @@
 """OwlNode parameters: ROS descriptors, declaration and reading, all derived from SETTINGS.
 
-Every parameter is a Setting of ros2_owl/settings.py (its one definition); this module only
+Every parameter is a Setting of ros2_owl/core/settings/ (its one definition); this module only
 translates: type -> ParameterType, range -> Floating/IntegerRange, live=False -> a constraint
 text (the lifecycle node refuses those changes unless unconfigured, with the reason).
 """
@@ -18,7 +18,7 @@ from rcl_interfaces.msg import (
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.parameter import Parameter
 
-from ros2_owl.settings import (
+from ros2_owl.core.settings import (
     SETTINGS,
     Setting,
     Settings,

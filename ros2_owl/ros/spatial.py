@@ -13,8 +13,8 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo, Image
 from vision_msgs.msg import Detection3D, Detection3DArray, ObjectHypothesisWithPose
 
-from ros2_owl.depth import DEPTH_ENCODINGS, Box3D, DepthConfig, DepthPairer, PinholeIntrinsics
-from ros2_owl.depth import boxes_3d as compute_boxes_3d
+from ros2_owl.core.depth import DEPTH_ENCODINGS, Box3D, DepthConfig, DepthPairer, PinholeIntrinsics
+from ros2_owl.core.depth import boxes_3d as compute_boxes_3d
 from ros2_owl.ros.messages import detection_id
 
 __all__ = [
@@ -97,8 +97,9 @@ class DepthInput:
         with self._lock:
             self._intrinsics = intrinsics
 
-    def boxes_3d(self, header, boxes, image_size) -> list[Box3D | None] | None:
-        """Worker: 3D boxes for this colour frame, or None when no depth/intrinsics pair it."""
+    def boxes_3d(self, header, boxes, image_size, masks=None) -> list[Box3D | None] | None:
+        """Worker: 3D boxes for this colour frame, or None when no depth/intrinsics pair it
+        (depth over each box's instance mask where `masks` has one)."""
         depth_msg = self.pairer.pair(stamp_ns(header.stamp))
         if depth_msg is None:
             return None
@@ -111,7 +112,7 @@ class DepthInput:
         try:
             depth, encoding = depth_to_array(depth_msg)
             out = compute_boxes_3d(
-                boxes, depth, encoding, intrinsics.scaled_to(*image_size), self.config
+                boxes, depth, encoding, intrinsics.scaled_to(*image_size), self.config, masks
             )
         except ValueError as exc:
             with self._lock:

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ros2_owl.results import TreeResult
+from ros2_owl.core.results import TreeResult
+from ros2_owl.web import TOKEN_ENV
 from ros2_owl.web.control import PromptOutcome, PromptView, prompt_view
 from ros2_owl.web.server import FrameStats, ServerConfig, WebServer
 
@@ -31,8 +32,6 @@ __all__ = [
     "select_camera",
     "start_web_bridge",
 ]
-
-TOKEN_ENV = "ROS2_OWL_WEB_TOKEN"  # a token is a secret: not a parameter anyone can `param get`
 
 
 def select_camera(cameras: list[Camera], selector: str) -> Camera:

@@ -8,12 +8,13 @@ has a validation or swap rule of its own.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..predictor import PredictorConfig, PromptState, TreePredictor
-from ..prompt import PromptError
+from ..core.predictor import PredictorConfig, PromptState, TreePredictor
+from ..core.prompt import PromptError
+from ..core.thresholds import is_fixed_by_prompt
 
 __all__ = [
     "LabelThreshold",
@@ -93,7 +94,7 @@ def prompt_view(state: PromptState, config: PredictorConfig) -> PromptView:
     for index in tree.detect_labels():
         text = tree.labels[index].text
         if text not in labels:
-            fixed = tree.labels[index].threshold is not None
+            fixed = is_fixed_by_prompt(tree.labels[index])
             labels[text] = LabelThreshold(text, float(state.threshold(index, config)), fixed)
     warnings = tuple(f"column {w.column}: {w.message}" for w in tree.warnings)
     return PromptView(state.prompt, tuple(labels.values()), float(config.threshold), warnings)
@@ -119,8 +120,10 @@ class PredictorPromptControl:
         prompt: str,
         config: PredictorConfig,
         label_thresholds: Mapping[str, float] | None = None,
+        check: Callable[[str], None] | None = None,
     ):
         self.predictor, self.config = predictor, config
+        self.check = check or (lambda prompt: None)  # the session's prompt rules ({mask})
         overrides = dict(label_thresholds or {})
         self._live = _Live(predictor.prepare(prompt, label_thresholds=overrides), overrides)
         self._lock = threading.Lock()  # serialises changes; readers never take it
@@ -145,6 +148,7 @@ class PredictorPromptControl:
 
     def _apply(self, prompt: str, overrides: dict[str, float]) -> PromptOutcome:
         try:
+            self.check(prompt)
             state = self.predictor.prepare(prompt, label_thresholds=overrides)
         except PromptError as error:
             return PromptOutcome(False, str(error), self.view(), error.column, prompt)

@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from ..draw import draw_result
-from ..results import TreeResult
+from ..core.draw import draw_result
+from ..core.results import TreeResult
+from ..runtime.slots import NewestSlots
 from .protocol import pack_frame
 
-__all__ = ["CameraFrames", "Frame", "FrameStats", "render_frame"]
+__all__ = ["CameraFrames", "FrameStats", "ShownFrame", "render_frame"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class FrameStats:
 
 
 @dataclass(frozen=True)
-class Frame:
+class ShownFrame:
     """One camera's processed frame, numbered within that camera."""
 
     camera: int
@@ -52,8 +53,8 @@ class CameraFrames:
         if not names:
             raise ValueError("a page needs at least one camera")
         self.names = tuple(names)
-        self._lock = threading.Lock()
-        self._newest: list[Frame | None] = [None] * len(self.names)
+        self._lock = threading.Lock()  # numbers and stores a frame as one step
+        self._newest: NewestSlots[ShownFrame] = NewestSlots()  # read, never taken
         self._count = [0] * len(self.names)
 
     def __len__(self) -> int:
@@ -65,14 +66,14 @@ class CameraFrames:
             raise IndexError(f"camera {camera} out of range: there are {len(self.names)}")
         with self._lock:
             self._count[camera] += 1
-            self._newest[camera] = Frame(camera, self._count[camera], image, result, stats)
+            shown = ShownFrame(camera, self._count[camera], image, result, stats)
+            self._newest.put(camera, shown)
 
-    def newest(self, camera: int) -> Frame | None:
-        with self._lock:
-            return self._newest[camera]
+    def newest(self, camera: int) -> ShownFrame | None:
+        return self._newest.peek(camera)
 
 
-def render_frame(frame: Frame, quality: int, server: dict[str, Any]) -> bytes:
+def render_frame(frame: ShownFrame, quality: int, server: dict[str, Any]) -> bytes:
     """The annotated JPEG and its JSON header as one websocket message (render thread)."""
     from PIL import Image
 

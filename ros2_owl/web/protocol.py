@@ -17,10 +17,11 @@ Server -> page:
 from __future__ import annotations
 
 import json
-import math
 import struct
 from dataclasses import dataclass
 from typing import Any
+
+from ..core.limits import is_fraction
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -105,7 +106,7 @@ def parse_command(text: str, cameras: int = 1) -> Command:
         value = _field(message, "value", float)
         if not label:
             raise ProtocolError("'label' must not be empty")
-        if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        if not is_fraction(value):
             raise ProtocolError(f"threshold {value} out of range: use a number from 0 to 1")
         return SetThresholdCommand(label, value)
     if cmd == "select_camera":

@@ -1,80 +1,42 @@
 """`ros2-owl serve`: a source, the predictor and the page, each on its own thread.
 
-The inference loop (the caller's thread) takes the newest source frame, runs the predictor
-with the state the prompt control holds at that moment, and offers the result to the server;
+The inference loop (the caller's thread) takes the newest source frame, runs it through the
+FrameSession with the state the prompt control holds at that moment, and offers the result to
+the server;
 the server draws, encodes and sends on its own threads, so watching never slows the model.
 """
 
 from __future__ import annotations
 
-import argparse
-import collections
 import logging
-import os
 import sys
 import threading
 import time
 
-from ..predictor import PredictorConfig, TreePredictor
-from .sources import FrameSource, SourceError, open_source
+from ..runtime.session import FrameSession, SessionFrame
+from .sources import FrameSource, SourceError
 
-__all__ = ["ServeLoop", "add_arguments", "open_source_from_args", "run"]
+__all__ = ["ServeLoop", "check_dependencies", "run"]
 
 log = logging.getLogger("ros2_owl.web")
-TOKEN_ENV = "ROS2_OWL_WEB_TOKEN"
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The source, address and security options of `serve` (the model options come from cli)."""
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--camera", metavar="N|DEVICE", help="camera index or device, e.g. 0")
-    src.add_argument("--video", metavar="FILE", help="a video file, played in a loop")
-    src.add_argument("--images", metavar="DIR", help="a folder of images, shown in a loop")
-    p.add_argument("--fps", type=float, help="source rate (default: the video's; images 1)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 = every one")
-    p.add_argument("--port", type=int, default=7860)
-    p.add_argument(
-        "--token",
-        default=os.environ.get(TOKEN_ENV),
-        help=f"require ?token=... (or header) on every request (default: ${TOKEN_ENV})",
-    )
-    p.add_argument("--max-viewers", type=int, default=4, help="concurrent pages at most")
-    p.add_argument(
-        "--stream-fps", type=float, default=15.0, help="most frames drawn and sent per second"
-    )
-
-
-def open_source_from_args(args) -> FrameSource:
-    """The source named on the command line (SourceError with one line when it cannot open)."""
-    return open_source(args.camera, args.video, args.images, args.fps)
 
 
 class ServeLoop:
-    """Source -> predictor (-> tracker) -> server, on the calling thread; `stop` ends it.
+    """Source -> session (predictor, tracker with --track) -> server, on the calling thread;
+    `stop` ends it. The source is one camera: its frames in order."""
 
-    `tracker` (a tracking.CameraTracker, --track) gives the source's detections track ids."""
+    CAMERA = "source"
 
-    def __init__(
-        self,
-        predictor: TreePredictor,
-        control,
-        source: FrameSource,
-        server=None,
-        tracker=None,
-    ):
-        self.predictor, self.control, self.source = predictor, control, source
-        self.server, self.tracker = server, tracker
+    def __init__(self, session: FrameSession, control, source: FrameSource, server=None):
+        self.session, self.control, self.source = session, control, source
+        self.server = server
         self.stop = threading.Event()
         self.frames = 0
         self.bad_frames = 0
-        self._done = collections.deque(maxlen=30)
 
     def fps(self) -> float:
-        """Processed frames per second over the last (up to) 30 frames."""
-        done = self._done
-        return (
-            (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 and done[-1] > done[0] else 0.0
-        )
+        """Processed frames per second (the session's rolling rate of this camera)."""
+        return self.session.camera_stats(self.CAMERA).snapshot().output_hz
 
     def run(self, max_frames: int | None = None) -> None:
         from .server import FrameStats
@@ -87,18 +49,15 @@ class ServeLoop:
                 continue
             state, config = self.control.state, self.control.config  # one prompt per frame
             started = time.monotonic()
-            try:
-                result = self.predictor.predict(frame.image, state, config)
-            except ValueError as error:  # ImageError: this frame is refused, the next may do
+            shown = SessionFrame(self.CAMERA, frame.image, frame.captured)
+            (done,) = self.session.process([shown], state, config)
+            if done.result is None:  # ImageError: this frame is refused, the next may do
                 self.bad_frames += 1
                 if self.bad_frames == 1:
-                    log.warning("dropped a bad frame: %s", error)
+                    log.warning("dropped a bad frame: %s", done.error)
                 continue
-            if self.tracker is not None:  # the source's frames in order: one camera's tracks
-                result = self.tracker.update(result)
             now = time.monotonic()
             self.frames += 1
-            self._done.append(now)
             if self.server is not None:
                 stats = FrameStats(
                     fps=round(self.fps(), 2),
@@ -108,24 +67,23 @@ class ServeLoop:
                     dropped=self.source.dropped,
                     source=self.source.name,
                 )
-                self.server.publish(frame.image, result, stats)
+                self.server.publish(frame.image, done.result, stats)
 
 
-def run(
-    args,
-    predictor: TreePredictor,
-    source: FrameSource,
-    prompt: str,
-    config: PredictorConfig,
-    label_thresholds: dict[str, float],
-    tracker=None,
-) -> int:
+def run(args, session: FrameSession, source: FrameSource, prompt: str) -> int:
     """Serve until Ctrl+C (or until a non-looping source ends); 1 when the source failed.
-    The caller closes the source; `tracker` (--track) adds track ids."""
+    The caller closes the source."""
     from .control import PredictorPromptControl
     from .server import ServerConfig, WebServer, WebServerError
 
-    control = PredictorPromptControl(predictor, prompt, config, label_thresholds)
+    settings = session.settings
+    control = PredictorPromptControl(
+        session.predictor,
+        prompt,
+        settings.predictor_config(),
+        settings.label_threshold_map(),
+        check=session.check_masks,
+    )
     server = WebServer(
         control,
         ServerConfig(
@@ -141,7 +99,7 @@ def run(
     except WebServerError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    loop = ServeLoop(predictor, control, source, server, tracker)
+    loop = ServeLoop(session, control, source, server)
     source.start()
     exposed = (
         "" if args.host in ("127.0.0.1", "localhost", "::1") else " (reachable from the network)"

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from ..results import TreeResult
+from ..core.results import TreeResult
 from .control import PromptControl
-from .frames import CameraFrames, Frame, FrameStats, render_frame
+from .frames import CameraFrames, FrameStats, ShownFrame, render_frame
 from .protocol import (
     MAX_MESSAGE_BYTES,
     ProtocolError,
@@ -274,7 +274,7 @@ class WebServer:
                 last = loop.time()
                 await self._render(frame)
 
-    async def _render(self, frame: Frame) -> None:
+    async def _render(self, frame: ShownFrame) -> None:
         loop = asyncio.get_running_loop()
         server = {k: v for k, v in asdict(self.counters()).items() if k != "published"}
         try:

@@ -1,6 +1,6 @@
 """Live frame sources for `ros2-owl serve`: a camera, a video file or a folder of images.
 
-Each source runs its own reader thread into a one-slot LatestFrame: a frame the model has not
+Each source runs its own reader thread into a one-slot NewestSlots: a frame the model has not
 taken yet is replaced by a newer one (counted as dropped), as the ROS node's mailbox does, so
 the page always shows the present and nothing queues. Cameras and videos are read with PyAV
 (FFmpeg's maintained Python bindings; the wheel ships FFmpeg); images with Pillow.
@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Frame", "FrameSource", "LatestFrame", "SourceError", "open_source"]
+from ..runtime.slots import NewestSlots
+
+__all__ = ["FrameSource", "SourceError", "SourceFrame", "open_source"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -26,7 +28,7 @@ class SourceError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Frame:
+class SourceFrame:
     """One decoded frame: HxWx3 uint8 RGB, when it was captured (time.monotonic)."""
 
     image: np.ndarray
@@ -34,42 +36,13 @@ class Frame:
     index: int
 
 
-class LatestFrame:
-    """One slot: `put` replaces an untaken frame (dropped += 1); `take` waits for one."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._frame: Frame | None = None
-        self._closed = False
-        self.dropped = 0
-
-    def put(self, frame: Frame) -> None:
-        with self._cond:
-            if self._frame is not None:
-                self.dropped += 1
-            self._frame = frame
-            self._cond.notify()
-
-    def take(self, timeout: float | None = None) -> Frame | None:
-        """The newest frame, or None on timeout or once closed and empty."""
-        with self._cond:
-            self._cond.wait_for(lambda: self._frame is not None or self._closed, timeout)
-            frame, self._frame = self._frame, None
-            return frame
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-
 class FrameSource:
-    """A reader thread filling a LatestFrame; subclasses implement `_read_forever`."""
+    """A reader thread filling a one-slot NewestSlots; subclasses implement `_read_forever`."""
 
     name = "source"
 
     def __init__(self) -> None:
-        self.slot = LatestFrame()
+        self.slot: NewestSlots[SourceFrame] = NewestSlots()  # a frame the model missed drops
         self.error: str | None = None  # why the reader stopped early, for the serve loop
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -85,16 +58,16 @@ class FrameSource:
         except Exception as error:  # a broken file or an unplugged camera ends the source
             self.error = f"{self.name}: {error}"
         finally:
-            self.slot.close()
+            self.slot.close(discard=False)
 
     def _emit(self, image: np.ndarray) -> None:
         self._count += 1
-        self.slot.put(Frame(image, time.monotonic(), self._count))
+        self.slot.put(0, SourceFrame(image, time.monotonic(), self._count))
 
     def _read_forever(self) -> None:
         raise NotImplementedError
 
-    def take(self, timeout: float | None = None) -> Frame | None:
+    def take(self, timeout: float | None = None) -> SourceFrame | None:
         return self.slot.take(timeout)
 
     @property
@@ -107,7 +80,7 @@ class FrameSource:
 
     def close(self) -> None:
         self._stop.set()
-        self.slot.close()
+        self.slot.close(discard=False)
         if self._thread is not None:
             self._thread.join(timeout=5)
 

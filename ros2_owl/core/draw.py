@@ -68,16 +68,34 @@ def _label_box(draw: ImageDraw.ImageDraw, size, xy: tuple[float, float], text: s
     draw.text((x + 2 - left, y + 2 - top), text, fill=_text_colour(colour), font=font)
 
 
+MASK_ALPHA = 0.45  # how strongly a mask tints its pixels with the label's colour
+
+
+def _tint_masks(image: np.ndarray, detections: Sequence) -> np.ndarray:
+    """A copy of the image with every instance mask tinted in its label's colour (lowest score
+    first, so where masks overlap the best detection shows)."""
+    out = np.ascontiguousarray(image).copy()
+    for det in sorted((d for d in detections if d.mask is not None), key=lambda d: d.score):
+        mask = np.asarray(det.mask.mask, dtype=bool)
+        if mask.shape != out.shape[:2]:
+            continue  # a mask of another frame size never lands on this image
+        colour = np.array(label_colour(det.label_index), dtype=np.float32)
+        pixels = out[mask].astype(np.float32)
+        out[mask] = np.round(pixels * (1 - MASK_ALPHA) + colour * MASK_ALPHA).astype(np.uint8)
+    return out
+
+
 def draw_result(image: np.ndarray, result, *, line_width: int | None = None) -> np.ndarray:
     """Return a copy of the HxWx3 uint8 RGB `image` with the result drawn on it.
 
-    Outer boxes are drawn first and thicker; nested boxes on top, thinner. Each caption shows
+    Instance masks tint their pixels first; outer boxes are drawn next and thicker; nested
+    boxes on top, thinner. Each caption shows
     the label, its score and the best label of every classify group run on the region; the
     whole-image classifications are listed in the top-left corner.
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an HxWx3 uint8 RGB image, got {image.shape} {image.dtype}")
-    canvas = Image.fromarray(np.ascontiguousarray(image), mode="RGB")
+    canvas = Image.fromarray(_tint_masks(image, result.detections), mode="RGB")
     draw = ImageDraw.Draw(canvas)
     h, w = image.shape[:2]
     base = line_width or max(2, round(min(h, w) / 200))

@@ -13,13 +13,13 @@ pytest.importorskip("sensor_msgs.msg")
 from PIL import Image as PILImage  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
-from ros2_owl.ros.convert import (  # noqa: E402
+from ros2_owl.io.images import (  # noqa: E402
     SUPPORTED_ENCODINGS,
     ImageConversionError,
     ImageLimits,
     message_to_rgb,
-    rgb_to_image_msg,
 )
+from ros2_owl.ros.messages import rgb_to_image_msg  # noqa: E402
 
 RNG = np.random.default_rng(7)
 RGB = RNG.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
@@ -257,7 +257,7 @@ def test_absurd_size_rejected_before_reading_data():
 def test_the_converter_uses_the_predictors_one_size_limit():
     """One limit, defined once (settings): a frame the predictor would refuse is refused from
     the header, before its data is read (here it has none at all)."""
-    from ros2_owl import settings
+    from ros2_owl.core import settings
 
     assert ImageLimits() == ImageLimits(settings.MAX_IMAGE_SIDE, settings.MAX_IMAGE_PIXELS)
     wide = Image(

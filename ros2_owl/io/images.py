@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ros2_owl.preprocess import ImageError, image_size_problem, open_encoded_image
-from ros2_owl.settings import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
+from ros2_owl.core.preprocess import ImageError, image_size_problem, open_encoded_image
+from ros2_owl.core.settings import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -20,7 +20,6 @@ __all__ = [
     "image_to_rgb",
     "message_to_rgb",
     "raw_to_rgb",
-    "rgb_to_image_msg",
 ]
 
 
@@ -258,12 +257,3 @@ def decode_compressed(data, fmt: str, limits: ImageLimits = DEFAULT_LIMITS) -> n
         raise ImageConversionError(
             f"corrupt or unreadable {fmt or 'compressed'} image: {exc}"
         ) from exc
-
-
-def rgb_to_image_msg(rgb: np.ndarray, header=None):
-    """Build an rgb8 sensor_msgs/Image from an HxWx3 uint8 array."""
-    from ros2_owl.ros.messages import rgb_to_image_msg as build
-
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ImageConversionError(f"expected HxWx3 uint8, got {rgb.shape} {rgb.dtype}")
-    return build(rgb, header)

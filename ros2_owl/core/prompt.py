@@ -2,7 +2,7 @@
 
 This module is the public face: `parse_prompt`, `Tree` (NanoOWL's dict, JSON, a canonical
 prompt), `tree_from_dict`, and the rules a tree must meet to run (`check_runnable`). The
-grammar itself (scanner, label rules, limits) is ros2_owl.prompt_parser; its types are
+grammar itself (scanner, label rules, limits) is ros2_owl.core.prompt_parser; its types are
 re-exported here.
 """
 
@@ -17,6 +17,7 @@ from typing import Any
 from .prompt_parser import (
     CLASSIFY,
     DETECT,
+    MASK_MARKER,
     MAX_DEPTH,
     MAX_LABEL_CHARS,
     MAX_LABELS,
@@ -34,6 +35,7 @@ from .prompt_parser import (
     read_label,
 )
 from .settings import check_fraction
+from .thresholds import resolve
 
 __all__ = [
     "CLASSIFY",
@@ -41,6 +43,7 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_LABELS",
     "MAX_LABEL_CHARS",
+    "MASK_MARKER",
     "MAX_PROMPT_CHARS",
     "QUERY_NAME",
     "Label",
@@ -121,6 +124,10 @@ class Tree:
     def classify_labels(self) -> tuple[int, ...]:
         return tuple(sorted(o for n in self.classify_nodes() for o in n.outputs))
 
+    def mask_labels(self) -> tuple[int, ...]:
+        """Detect labels marked `{mask}`: their detections get instance masks."""
+        return tuple(label.index for label in self.labels if label.mask)
+
     def query_labels(self) -> tuple[int, ...]:
         """Labels that name a registered reference image (`$name`)."""
         return tuple(label.index for label in self.labels if label.is_image_query)
@@ -128,18 +135,13 @@ class Tree:
     def effective_threshold(
         self, label_index: int, default: float, overrides: Mapping[str, float] | None = None
     ) -> float:
-        """The prompt's `@` value, else overrides[label text], else default."""
+        """The prompt's `@` value, else overrides[label text], else default (core/thresholds.py)."""
         default = check_threshold(default, "default threshold")
         for key, value in (overrides or {}).items():
             check_threshold(value, f"threshold for label {key!r}")
         if not 0 <= label_index < len(self.labels):
             raise IndexError(f"label index {label_index} is not in 0..{len(self.labels) - 1}")
-        label = self.labels[label_index]
-        if label.threshold is not None:
-            return label.threshold
-        if overrides and label.text in overrides:
-            return float(overrides[label.text]) + 0.0
-        return default
+        return resolve(self.labels[label_index], default, overrides)[0]
 
     def detect_thresholds(
         self, default: float, overrides: Mapping[str, float] | None = None
@@ -161,6 +163,8 @@ class Tree:
         queries = {lb.index: lb.query_name for lb in self.labels if lb.query_name is not None}
         if queries:
             out["queries"] = queries
+        if self.mask_labels():
+            out["masks"] = list(self.mask_labels())
         return out
 
     def to_json(self, indent: int | None = None) -> str:
@@ -182,6 +186,8 @@ class Tree:
             text = lb.text
             if lb.threshold is not None:
                 text += "@" + _format_threshold(lb.threshold)
+            if lb.mask:
+                text += " " + MASK_MARKER
             return "".join([text] + [" " + group(n) for n in self.nodes_for_input(index)])
 
         def group(node: TreeNode) -> str:
@@ -250,6 +256,10 @@ def _labels_from_dict(data, labels: list[str], nodes, owner) -> list[Label]:
     queries = data.get("queries") or {}
     if not isinstance(thresholds, Mapping) or not isinstance(queries, Mapping):
         raise ValueError("'thresholds' and 'queries' must be mappings keyed by label index")
+    masks = data.get("masks") or []
+    if not isinstance(masks, list | tuple):
+        raise ValueError("'masks' must be a list of label indices")
+    masked = {_index_key(key, labels, "'masks'") for key in masks}
     values: dict[int, float] = {}
     for key, value in thresholds.items():
         index = _index_key(key, labels, "'thresholds'")
@@ -259,7 +269,7 @@ def _labels_from_dict(data, labels: list[str], nodes, owner) -> list[Label]:
         if index not in owner:
             raise ValueError(f"label {index} {text!r} is not an output of any node")
         op = nodes[owner[index]].op
-        bad = next((c for c in STRUCTURE + "@" if c in text), None)
+        bad = next((c for c in STRUCTURE + "@{}" if c in text), None)
         if text != text.strip() or bad:
             why = f"reserved character {bad!r}" if bad else "surrounding white space"
             raise ValueError(f"label {index} {text!r}: {why}")
@@ -269,7 +279,9 @@ def _labels_from_dict(data, labels: list[str], nodes, owner) -> list[Label]:
             raise ValueError(f"label {index} {text!r}: {p.what}: {p.advice}") from None
         if index in values and op == CLASSIFY:
             raise ValueError(f"label {index} {text!r}: classify labels take no threshold")
-        built.append(Label(index, text, -1, values.get(index), query))
+        if index in masked and op == CLASSIFY:
+            raise ValueError(f"label {index} {text!r}: classify labels take no {MASK_MARKER}")
+        built.append(Label(index, text, -1, values.get(index), query, index in masked))
     for key, name in queries.items():
         index = _index_key(key, labels, "'queries'")
         if built[index].query_name != name:
@@ -281,10 +293,11 @@ def tree_from_dict(data: Any) -> Tree:
     """Structural checks, label checks, then a re-parse of the canonical prompt."""
     if not isinstance(data, Mapping):
         raise ValueError(f"a tree must be a mapping with 'nodes' and 'labels', got {data!r:.80}")
-    extra = set(data) - {"nodes", "labels", "thresholds", "queries"}
+    extra = set(data) - {"nodes", "labels", "thresholds", "queries", "masks"}
     if extra or "nodes" not in data or "labels" not in data:
         raise ValueError(
-            f"a tree needs keys 'nodes' and 'labels' (optional 'thresholds', 'queries'); "
+            f"a tree needs keys 'nodes' and 'labels' (optional 'thresholds', 'queries', "
+            f"'masks'); "
             f"got {sorted(map(str, data))}"
         )
     labels, raw_nodes = data["labels"], data["nodes"]

@@ -17,8 +17,8 @@ import numpy as np
 from . import result_messages
 from .bag_messages import BagMessages, bag_messages
 from .bag_salvage import open_salvage
-from .camera_topics import OUTPUT_QOS, OUTPUT_TYPES, output_prefixes, resolve_topic
 from .recordings import JsonLines, RecordingError, RunReport, Slice
+from .topics import OUTPUT_TOPICS, output_prefixes, resolve_topic
 
 __all__ = ["IMAGE_TYPES", "BagInput", "BagOutput", "BagWriterOptions", "open_input"]
 
@@ -26,7 +26,7 @@ IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 
 
 @dataclass
-class Camera:
+class BagCamera:
     """One input topic and where its outputs go."""
 
     topic: str
@@ -41,7 +41,7 @@ class Camera:
 class BagFrame:
     """One image message: decoded pixels plus what its outputs copy."""
 
-    camera: Camera
+    camera: BagCamera
     index: int
     time: float  # seconds since the start of the recording
     timestamp: int  # the bag's receive time (ns)
@@ -87,7 +87,7 @@ class BagInput:
             prefixes = output_prefixes(tuple(topics), tuple(camera_names))
         except ValueError as error:
             raise RecordingError(str(error)) from None
-        self.cameras = [Camera(t, images[t], p) for t, p in zip(topics, prefixes, strict=True)]
+        self.cameras = [BagCamera(t, images[t], p) for t, p in zip(topics, prefixes, strict=True)]
         by_topic = {c.topic: c for c in self.cameras}
         self.connections = [c for c in self.reader.connections if c.topic in by_topic]
         for conn in self.connections:
@@ -170,7 +170,7 @@ def _qos(name: str):
         QosTime,
     )
 
-    spec = OUTPUT_QOS[name]
+    spec = OUTPUT_TOPICS[name]
     zero = QosTime(0, 0)
     durability = QosDurability.TRANSIENT_LOCAL if spec.transient_local else QosDurability.VOLATILE
     return Qos(
@@ -201,18 +201,18 @@ class BagOutput:
         self.writer.open()
         self.jsonl = JsonLines(options.jsonl)
 
-    def _connection(self, camera: Camera, name: str):
+    def _connection(self, camera: BagCamera, name: str):
         conn = camera.out.get(name)
         if conn is None:
             topic = resolve_topic(self.options.namespace, camera.prefix, name)
             conn = self.writer.add_connection(
-                topic, OUTPUT_TYPES[name], typestore=self.types.typestore,
+                topic, OUTPUT_TOPICS[name].type, typestore=self.types.typestore,
                 offered_qos_profiles=[_qos(name)],
             )  # fmt: skip
             camera.out[name] = conn
         return conn
 
-    def _write(self, camera: Camera, name: str, timestamp: int, message) -> None:
+    def _write(self, camera: BagCamera, name: str, timestamp: int, message) -> None:
         data = self.types.serialize(message)
         self.writer.write(self._connection(camera, name), timestamp, data)
 
@@ -250,6 +250,9 @@ class BagOutput:
         classification = result_messages.image_classification(make, result, header)
         if classification is not None:
             self._write(camera, "classification", ts, classification)
+        masks = result_messages.mask_image(make, result, header)
+        if masks is not None:
+            self._write(camera, "masks", ts, masks)
         if self.options.annotated_image and draw is not None:
             image = result_messages.rgb_image(make, draw(frame.image, result), header)
             self._write(camera, "annotated_image", ts, image)

@@ -32,6 +32,37 @@ class Classification:
 
 
 @dataclass(frozen=True)
+class InstanceMask:
+    """One detection's mask in input-image pixels, with the model's IoU guess and its own box."""
+
+    mask: Any  # bool torch.Tensor [H, W] on the CPU
+    score: float  # the segmenter's predicted IoU for this mask
+    box: tuple[float, float, float, float] | None  # tight (x0, y0, x1, y1); None when empty
+
+    @property
+    def area(self) -> int:
+        """Pixels inside the mask."""
+        return int(self.mask.sum())
+
+    def rle(self) -> dict[str, Any]:
+        """COCO's uncompressed RLE (column-major runs, zeros first): {'size': [h, w], 'counts'}."""
+        import numpy as np
+
+        flat = np.asarray(self.mask, dtype=bool).T.reshape(-1)
+        edges = np.flatnonzero(np.diff(flat.astype(np.int8))) + 1
+        bounds = np.concatenate(([0], edges, [flat.size]))
+        counts = np.diff(bounds).tolist()
+        if flat.size and flat[0]:
+            counts = [0, *counts]  # runs start with zeros
+        return {"size": [int(self.mask.shape[0]), int(self.mask.shape[1])], "counts": counts}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Score, area, tight box and the mask itself as RLE (the CLI's and recordings' JSON)."""
+        box = None if self.box is None else list(self.box)
+        return {"score": self.score, "area": self.area, "box": box, "rle": self.rle()}
+
+
+@dataclass(frozen=True)
 class Detection:
     """One detected instance; boxes are (x0, y0, x1, y1) in input-image pixels."""
 
@@ -44,6 +75,7 @@ class Detection:
     classifications: tuple[Classification, ...] = ()  # raw scores of this frame
     track_id: int = 0  # id across frames, unique per camera (tracking.py); 0 = no track
     track_classifications: tuple[Classification, ...] = ()  # smoothed over the track
+    mask: InstanceMask | None = None  # labels marked {mask}, with a segmenter (sam_model)
 
 
 @dataclass(frozen=True)
@@ -96,6 +128,7 @@ class TreeResult:
                     "classifications": [cls_dict(c) for c in d.classifications],
                     "track_id": d.track_id,
                     "track_classifications": [cls_dict(c) for c in d.track_classifications],
+                    "mask": None if d.mask is None else d.mask.to_dict(),
                 }
                 for d in self.detections
             ],

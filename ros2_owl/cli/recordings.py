@@ -1,19 +1,16 @@
-"""`ros2-owl bag` and `ros2-owl video`: the tree prompt over recordings (registered by cli.py).
+"""`ros2-owl bag` and `ros2-owl video`: the tree prompt over recordings (registered by app.py).
 
-The model, backend, threshold, label-threshold and NMS options are `detect`'s own and the
-predictor is loaded the same way: cli.py hands its option adder and loader over as
-PredictorOptions (it imports this module, so this module does not import it back).
+The model, backend, threshold, label-threshold and NMS options are `detect`'s own (options.py)
+and the frames go through the same FrameSession.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
-from .recordings import (
+from ..core.settings import SCHEMA
+from ..io.recordings import (
     Progress,
     RecordingError,
     RunReport,
@@ -21,31 +18,20 @@ from .recordings import (
     check_output,
     run_frames,
 )
-from .settings import SCHEMA
+from .options import add_model_args, settings_of
 
-__all__ = ["PredictorOptions", "add_subcommands", "cmd_bag", "cmd_video"]
-
-
-@dataclass(frozen=True)
-class PredictorOptions:
-    """`detect`'s predictor options and loader, from cli.py."""
-
-    add: Callable[[argparse.ArgumentParser], None]  # adds --prompt, --model, --threshold, ...
-    settings: Callable[[argparse.Namespace], Any]  # the Settings those options give
-    load: Callable[[argparse.Namespace, str, str], Any]  # (args, model, clip) -> TreePredictor
-    tracker: Callable[[Any], Any] = lambda settings: None  # --track: a new CameraTracker
+__all__ = ["add_subcommands", "cmd_bag", "cmd_video"]
 
 
-def _add_run_args(p: argparse.ArgumentParser, options: PredictorOptions) -> None:
-    options.add(p)
-    p.set_defaults(predictor_options=options)
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    add_model_args(p, outputs=False)
     p.add_argument("--start", type=float, help="first second to process (from the start)")
     p.add_argument("--end", type=float, help="stop at this second (from the start)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def add_subcommands(sub, options: PredictorOptions) -> None:
+def add_subcommands(sub) -> None:
     """Add `bag` and `video` to the `ros2-owl` subcommands."""
     bag = sub.add_parser("bag", help="run a tree prompt over a rosbag2 recording (sqlite3/mcap)")
     bag.add_argument("input", help="rosbag2 folder (or one .db3 / .mcap file)")
@@ -62,7 +48,7 @@ def add_subcommands(sub, options: PredictorOptions) -> None:
     bag.add_argument("--namespace", default="/", help="node namespace the outputs live in")
     bag.add_argument("--storage", choices=("sqlite3", "mcap"), help="default: the input's")
     bag.add_argument("--jsonl", help="also write one JSON line per processed frame here")
-    _add_run_args(bag, options)
+    _add_run_args(bag)
     bag.set_defaults(func=cmd_bag)
 
     video = sub.add_parser("video", help="run a tree prompt over a video file")
@@ -72,36 +58,28 @@ def add_subcommands(sub, options: PredictorOptions) -> None:
     pick = video.add_mutually_exclusive_group()
     pick.add_argument("--every", type=int, default=1, help="process every Nth frame")
     pick.add_argument("--fps", type=float, help="process at most F frames per second")
-    _add_run_args(video, options)
+    _add_run_args(video)
     video.set_defaults(func=cmd_video)
 
 
-def _prepare(args):
-    """The loaded predictor and the prompt state (after every cheap check has passed)."""
+def _session(args):
+    """The FrameSession of these options (after every cheap check has passed)."""
+    from ..runtime.session import FrameSession
+
     if not args.prompt:
         raise RecordingError("--prompt is required")
-    settings = args.predictor_options.settings(args)
-    predictor = args.predictor_options.load(args, settings.model, settings.clip_model)
-    if settings.queries_file:
-        predictor.load_queries(settings.queries_file)
-    state = predictor.prepare(args.prompt, label_thresholds=settings.label_threshold_map())
-    return predictor, state
+    return FrameSession.from_settings(settings_of(args), args.prompt)
 
 
-def _trackers(args) -> Callable[[str], Any] | None:
-    """--track: one CameraTracker per input topic (frames in recording order), else None."""
-    options = args.predictor_options
-    settings = options.settings(args)
-    if not settings.tracking:
-        return None
-    trackers: dict[str, Any] = {}
+def _process(session, camera: str | None = None):
+    """Frame -> ProcessedFrame for run_frames; `camera` None: each frame's camera topic."""
+    from ..runtime.session import SessionFrame
 
-    def tracker(camera: str):
-        if camera not in trackers:
-            trackers[camera] = options.tracker(settings)
-        return trackers[camera]
+    def process(frame):
+        name = camera or frame.camera.topic
+        return session.process([SessionFrame(name, frame.image)])[0]
 
-    return tracker
+    return process
 
 
 def _finish(report: RunReport, output: str) -> int:
@@ -114,10 +92,10 @@ def _finish(report: RunReport, output: str) -> int:
 
 def cmd_bag(args) -> int:
     """`bag`: every frame of the topics through the prompt, into a bag of the node's outputs."""
-    from .bag_messages import bag_messages
-    from .draw import draw_result
-    from .recordings_bag import BagOutput, BagWriterOptions, open_input
-    from .ros.convert import message_to_rgb  # imports no ROS: sensor_msgs pixel layouts
+    from ..core.draw import draw_result
+    from ..io.bag import BagOutput, BagWriterOptions, open_input
+    from ..io.bag_messages import bag_messages
+    from ..io.images import message_to_rgb  # imports no ROS: sensor_msgs pixel layouts
 
     part = Slice(args.start, args.end)
     source = open_input(args.input, args.topic, args.camera_name)
@@ -127,8 +105,7 @@ def cmd_bag(args) -> int:
     try:
         out = check_output(args.out, args.overwrite)
         jsonl = check_output(args.jsonl, args.overwrite) if args.jsonl else None
-        predictor, state = _prepare(args)
-        trackers = _trackers(args)
+        session = _session(args)
         types = bag_messages()
         report = RunReport(total=source.count(part))
         options = BagWriterOptions(
@@ -137,20 +114,14 @@ def cmd_bag(args) -> int:
             namespace=args.namespace,
             storage=args.storage,
             jsonl=jsonl,
-            tracking=trackers is not None,
+            tracking=session.tracking is not None,
         )
-        writer = BagOutput(
-            out, source, options, threshold=args.predictor_options.settings(args).threshold
-        )
+        writer = BagOutput(out, source, options, threshold=session.settings.threshold)
         try:
             run_frames(
                 source.frames(part, types, report, message_to_rgb),
-                lambda image: predictor.predict(image, state),
-                lambda frame, result: writer.write(
-                    frame,
-                    trackers(frame.camera.topic).update(result) if trackers else result,
-                    draw_result,
-                ),
+                _process(session),  # one track set per input topic
+                lambda frame, result: writer.write(frame, result, draw_result),
                 report,
                 Progress(report.total, args.quiet),
                 write_skipped=writer.copy_input,
@@ -164,8 +135,8 @@ def cmd_bag(args) -> int:
 
 def cmd_video(args) -> int:
     """`video`: frames of a video through the prompt, into an annotated video and/or JSONL."""
-    from .draw import draw_result
-    from .recordings_video import FrameSelection, VideoInput, VideoOutput
+    from ..core.draw import draw_result
+    from ..io.video import FrameSelection, VideoInput, VideoOutput
 
     if not args.out and not args.jsonl:
         raise RecordingError("give --out (annotated video) and/or --jsonl (results)")
@@ -175,17 +146,14 @@ def cmd_video(args) -> int:
         outputs = [check_output(p, args.overwrite) if p else None for p in (args.out, args.jsonl)]
         if outputs[0] is not None and outputs[0] == outputs[1]:
             raise RecordingError("--out and --jsonl name the same file")
-        predictor, state = _prepare(args)
-        trackers = _trackers(args)  # the video is one camera, frames in order
+        session = _session(args)
         report = RunReport(total=source.count(part, selection))
         writer = VideoOutput(outputs[0], outputs[1], source)
         try:
             run_frames(
                 source.frames(part, selection, report),
-                lambda image: predictor.predict(image, state),
-                lambda frame, result: writer.write(
-                    frame, trackers("video").update(result) if trackers else result, draw_result
-                ),
+                _process(session, "video"),  # the video is one camera, frames in order
+                lambda frame, result: writer.write(frame, result, draw_result),
                 report,
                 Progress(report.total, args.quiet),
             )

@@ -168,25 +168,43 @@ def _box_3d(window: np.ndarray, scale: float, box, intrinsics, config: DepthConf
     return Box3D(center, size, int(valid.size))
 
 
+def _mask_pixels(raw: np.ndarray, mask) -> np.ndarray:
+    """Depth values under a colour-image mask, sampled at the nearest colour pixel of each
+    depth pixel (depth and colour registered, resolutions may differ)."""
+    mask = np.asarray(mask, dtype=bool)
+    rows = np.minimum(
+        ((np.arange(raw.shape[0]) + 0.5) * mask.shape[0] / raw.shape[0]).astype(int),
+        mask.shape[0] - 1,
+    )
+    cols = np.minimum(
+        ((np.arange(raw.shape[1]) + 0.5) * mask.shape[1] / raw.shape[1]).astype(int),
+        mask.shape[1] - 1,
+    )
+    return raw[mask[rows][:, cols]]
+
+
 def boxes_3d(
     boxes: Sequence[tuple[float, float, float, float]],
     depth: np.ndarray,
     encoding: str,
     intrinsics: PinholeIntrinsics,
     config: DepthConfig | None = None,
+    masks: Sequence | None = None,
 ) -> list[Box3D | None]:
     """One Box3D (or None: too few valid depth pixels) per (x0, y0, x1, y1) colour-image box.
 
     `intrinsics` are those of the colour image the boxes are in; boxes are clipped to it first
     (as the 2D messages are). A depth image of another resolution (still registered to the
-    colour camera) is sampled at the scaled positions.
+    colour camera) is sampled at the scaled positions. Where `masks` gives a box an instance
+    mask (bool HxW in colour pixels), the depth is taken over the mask, not the box's centre.
     """
     config = config or DepthConfig()
     raw, scale = depth_in_metres(depth, encoding)
     w, h = float(intrinsics.width), float(intrinsics.height)
     sx, sy = raw.shape[1] / w, raw.shape[0] / h
     out: list[Box3D | None] = []
-    for x0, y0, x1, y1 in boxes:
+    masks = list(masks) if masks is not None else [None] * len(boxes)
+    for (x0, y0, x1, y1), mask in zip(boxes, masks, strict=True):
         box = (
             min(max(x0, 0.0), w),
             min(max(y0, 0.0), h),
@@ -195,6 +213,9 @@ def boxes_3d(
         )
         if box[2] <= box[0] or box[3] <= box[1]:
             out.append(None)
+            continue
+        if mask is not None:
+            out.append(_box_3d(_mask_pixels(raw, mask), scale, box, intrinsics, config))
             continue
         rows, cols = _central_window(box, float(config.central_fraction), sx, sy, raw.shape)
         out.append(_box_3d(raw[rows, cols], scale, box, intrinsics, config))

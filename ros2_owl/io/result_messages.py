@@ -19,6 +19,8 @@ __all__ = [
     "detection_id",
     "image_classification",
     "label_info",
+    "mask_image",
+    "mask_labels",
     "rgb_image",
     "tree_array",
     "tree_nodes",
@@ -115,6 +117,10 @@ def tree_array(make: MessageFactory, result, header):
         fill_bbox(msg.bbox, det.box, result.image_size)
         for cls in det.classifications:
             msg.classifications.append(_classification(make, cls))
+        if det.mask is not None:
+            msg.has_mask, msg.mask_score = True, float(det.mask.score)
+            if det.mask.box is not None:
+                fill_bbox(msg.mask_bbox, det.mask.box, result.image_size)
         out.detections.append(msg)
     for cls in result.image_classifications:
         out.image_classifications.append(_classification(make, cls))
@@ -160,12 +166,41 @@ def rgb_image(make: MessageFactory, rgb: np.ndarray, header):
     """An rgb8 sensor_msgs/Image of an HxWx3 uint8 array (the annotated image)."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected HxWx3 uint8, got {rgb.shape} {rgb.dtype}")
+    return _image(make, header, "rgb8", rgb)
+
+
+def mask_labels(result) -> np.ndarray | None:
+    """HxW uint16 label image: each pixel the id of the detection whose mask covers it (0 =
+    none; where masks overlap the higher score wins). None when the prompt marks no label
+    {mask}; all zeros when it does and nothing was found."""
+    if result.tree is None or not result.tree.mask_labels():
+        return None
+    width, height = result.image_size
+    labels = np.zeros((height, width), np.uint16)
+    masked = [d for d in result.detections if d.mask is not None]
+    for det in sorted(masked, key=lambda d: d.score):
+        labels[np.asarray(det.mask.mask, dtype=bool)] = det.id
+    return labels
+
+
+def mask_image(make: MessageFactory, result, header):
+    """The frame's instance masks as one mono16 sensor_msgs/Image on the input's header
+    (mask_labels; None when the prompt marks no label {mask})."""
+    labels = mask_labels(result)
+    if labels is None:
+        return None
+    return _image(make, header, "mono16", labels.astype("<u2"))
+
+
+def _image(make: MessageFactory, header, encoding: str, pixels: np.ndarray):
+    """A little-endian sensor_msgs/Image of an HxW or HxWxC array, rows unpadded."""
+    pixels = np.ascontiguousarray(pixels)
     msg = make.new("sensor_msgs/msg/Image")
     if header is not None:
         msg.header = header
-    msg.height, msg.width = int(rgb.shape[0]), int(rgb.shape[1])
-    msg.encoding = "rgb8"
+    msg.height, msg.width = int(pixels.shape[0]), int(pixels.shape[1])
+    msg.encoding = encoding
     msg.is_bigendian = 0
-    msg.step = msg.width * 3
-    msg.data = make.array("uint8", np.ascontiguousarray(rgb).reshape(-1))
+    msg.step = msg.width * (pixels.itemsize * (pixels.shape[2] if pixels.ndim == 3 else 1))
+    msg.data = make.array("uint8", pixels.view(np.uint8).reshape(-1))
     return msg

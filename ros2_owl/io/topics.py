@@ -5,43 +5,43 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
-    "OUTPUTS",
-    "OUTPUT_QOS",
-    "OUTPUT_TYPES",
-    "OutputQos",
+    "OUTPUT_TOPICS",
+    "OutputTopic",
+    "camera_outputs",
     "is_compressed_topic",
     "output_prefixes",
     "output_topic",
     "resolve_topic",
 ]
 
-# Every output topic of one camera and its message type (README "Topics").
-OUTPUT_TYPES: dict[str, str] = {
-    "detections": "vision_msgs/msg/Detection2DArray",
-    "tree": "ros2_owl/msg/TreeDetectionArray",
-    "classification": "vision_msgs/msg/Classification",
-    "label_info": "vision_msgs/msg/LabelInfo",
-    "annotated_image": "sensor_msgs/msg/Image",
-}
-OUTPUTS = tuple(OUTPUT_TYPES)
-
 
 @dataclass(frozen=True)
-class OutputQos:
-    """The QoS an output is published with (always reliable, keep last `depth`)."""
+class OutputTopic:
+    """One output of a camera: its message type and QoS (always reliable, keep last `depth`)."""
 
+    type: str  # "package/msg/Name"
     depth: int
-    transient_local: bool = False
+    transient_local: bool = False  # latched: late subscribers (and bag replays) get it
+    needs_depth: bool = False  # only with depth_topics (3D boxes)
 
 
-# README "Topics": label_info is latched so late subscribers (and bag replays) get it.
-OUTPUT_QOS: dict[str, OutputQos] = {
-    "detections": OutputQos(5),
-    "tree": OutputQos(5),
-    "classification": OutputQos(5),
-    "label_info": OutputQos(1, transient_local=True),
-    "annotated_image": OutputQos(2),
+# Every output topic of one camera (README "Topics"): the node's publishers and the bag's
+# connections both come from this table.
+OUTPUT_TOPICS: dict[str, OutputTopic] = {
+    "detections": OutputTopic("vision_msgs/msg/Detection2DArray", 5),
+    "tree": OutputTopic("ros2_owl/msg/TreeDetectionArray", 5),
+    "classification": OutputTopic("vision_msgs/msg/Classification", 5),
+    "label_info": OutputTopic("vision_msgs/msg/LabelInfo", 1, transient_local=True),
+    "annotated_image": OutputTopic("sensor_msgs/msg/Image", 2),
+    "detections_3d": OutputTopic("vision_msgs/msg/Detection3DArray", 5, needs_depth=True),
+    # mono16 label image: pixel = TreeDetection.id whose mask covers it (prompts with {mask})
+    "masks": OutputTopic("sensor_msgs/msg/Image", 5),
 }
+
+
+def camera_outputs(with_depth: bool) -> dict[str, OutputTopic]:
+    """The outputs a camera has (detections_3d only `with_depth`)."""
+    return {n: o for n, o in OUTPUT_TOPICS.items() if with_depth or not o.needs_depth}
 
 
 def is_compressed_topic(topic: str) -> bool:

@@ -13,16 +13,28 @@ from __future__ import annotations
 import logging
 import weakref
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import torch
 
-from .backends import AutoChoice, ImageEncoderBackend, TorchImageEncoder, make_image_encoder
-from .backends.upgrade import BackgroundUpgrade, UpgradeJob, auto_upgrade, cached_decision
+from ..backends import AutoChoice, ImageEncoderBackend, TorchImageEncoder, make_image_encoder
+from ..backends.upgrade import BackgroundUpgrade, UpgradeJob, auto_upgrade, cached_decision
+from .region_resolution import RegionEncoders
 from .settings import BACKEND_UPGRADES as UPGRADES
 
 LOG = logging.getLogger(__name__)
 
 INTERIM_REASON = "serving at once while auto measures in the background"
+
+
+@dataclass(frozen=True)
+class EncoderSet:
+    """The image encoders a frame uses from its start to its end; replaced whole between frames
+    (a backend upgrade), so no frame mixes encoders and the per-size cache goes with its set."""
+
+    owl: ImageEncoderBackend
+    clip: ImageEncoderBackend | None
+    regions: RegionEncoders
 
 
 class EncoderStarter:

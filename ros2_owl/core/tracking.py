@@ -30,6 +30,7 @@ from typing import Protocol
 import numpy as np
 
 from .results import Classification, Detection, LabelScore, TreeResult
+from .settings import SCHEMA, require_setting
 
 __all__ = ["BoxTracker", "ByteTrackBoxTracker", "CameraTracker", "Tracking", "TrackingConfig"]
 
@@ -40,16 +41,14 @@ NO_TRACK = 0  # track_id of a detection without a (confirmed) track
 class TrackingConfig:
     """How long tracks wait for their object, and the optional classify-score smoothing."""
 
-    max_missed_frames: int = 30  # frames a lost track stays matchable before its id ends
-    classification_smoothing: float = 0.0  # EMA weight of the past in [0, 1); 0 = off
+    # frames a lost track stays matchable before its id ends
+    max_missed_frames: int = SCHEMA["track_max_missed_frames"].default
+    # EMA weight of the past; 0 = off
+    classification_smoothing: float = SCHEMA["classification_smoothing"].default
 
-    def __post_init__(self) -> None:
-        if int(self.max_missed_frames) < 0:
-            raise ValueError(f"max_missed_frames must be >= 0, got {self.max_missed_frames!r}")
-        if not 0.0 <= float(self.classification_smoothing) < 1.0:
-            raise ValueError(
-                f"classification_smoothing must be in [0, 1), got {self.classification_smoothing!r}"
-            )
+    def __post_init__(self) -> None:  # the settings' own bounds, not a second copy of them
+        require_setting("track_max_missed_frames", self.max_missed_frames)
+        require_setting("classification_smoothing", float(self.classification_smoothing))
 
 
 class BoxTracker(Protocol):

@@ -14,128 +14,45 @@ Classify input: every region, the whole frame included, is padded to a square an
 (ClipModel.pixels), never centre-cropped. Degenerate boxes (clipped under 0.01 px wide or high)
 are dropped by OwlModel.decode at every level before they count for anything.
 
-About 570 lines: TreePredictor is one object whose loading, prompt preparation, reference
-queries, (batched) prediction and encoder-set swap share its encoders and models; the maths
-lives in models/, the background upgrade in encoder_upgrade.py and backends/upgrade.py.
+Prompt preparation (text and reference-query embeddings, thresholds) is core/prompt_state.py;
+the encoders a predictor starts with and the background upgrade that replaces them (as one
+EncoderSet, between frames) are core/encoder_upgrade.py and backends/upgrade.py.
+
+About 420 lines: TreePredictor is one object whose loading, reference queries, (batched)
+prediction and encoder-set swap share its encoders and models; the maths lives in models/.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import replace
 
 import torch
 
-from .backends import ImageEncoderBackend
-from .backends.triton_backend import TritonOptions, TritonTarget
-from .backends.upgrade import release_heap
-from .boxes import batched_nms
-from .encoder_upgrade import EncoderStarter
-from .models import LabelTooLongError
-from .models.clip import NEUTRAL_PROMPT, ClipModel
-from .models.owl import Candidates, DetectJob, OwlModel
+from ..backends import ImageEncoderBackend
+from ..backends.triton_backend import TritonOptions, TritonTarget
+from ..backends.upgrade import release_heap
+from ..models.clip import NEUTRAL_PROMPT, ClipModel
+from ..models.owl import Candidates, DetectJob, OwlModel
+from .encoder_upgrade import EncoderSet, EncoderStarter
+from .levels import (
+    Region,
+    Timings,
+    crop_boxes,
+    distinct_regions,
+    encode_chunks,
+    level_jobs,
+    root_region,
+    select_candidates,
+)
 from .preprocess import image_size, load_image
-from .prompt import CLASSIFY, DETECT, Label, PromptError, Tree, check_runnable, parse_prompt
+from .prompt import CLASSIFY, DETECT, Tree
+from .prompt_state import PromptEncoder, PromptState
 from .queries import QueryStore, ReferenceQuery, check_query_name
 from .region_resolution import RegionEncoders
 from .results import Classification, Detection, LabelScore, TreeResult
-from .settings import DEFAULT_CLIP, DEFAULT_MODEL, PredictorConfig, check_fraction
-
-Box = tuple[float, float, float, float]
-
-
-@dataclass(frozen=True)
-class PromptState:
-    """Immutable prompt + encoded queries; built off the inference thread, swapped atomically."""
-
-    tree: Tree
-    prompt: str
-    thresholds: dict[int, float]  # detect label index -> threshold
-    explicit: frozenset[int] = frozenset()  # labels whose threshold ignores config.threshold
-    detect_queries: dict[int, torch.Tensor] = field(default_factory=dict)  # node -> [K, D]
-    classify_texts: dict[int, torch.Tensor] = field(default_factory=dict)  # node -> [K, D]
-    neutral_text: torch.Tensor | None = None  # [1, D] CLIP embedding of NEUTRAL_PROMPT
-
-    def threshold(self, label_index: int, config: PredictorConfig) -> float:
-        if label_index in self.explicit:
-            return self.thresholds[label_index]
-        return float(config.threshold)
-
-
-@dataclass(frozen=True)
-class Region:
-    """A region a level runs on: the whole image (id 0) or a detection of the level above."""
-
-    id: int
-    parent_id: int
-    label_index: int
-    score: float
-    box: Box
-
-
-class _Timings:
-    """Milliseconds per pipeline stage, accumulated over the levels of one frame."""
-
-    STAGES = ("preprocess", "encode_image", "decode", "nms", "classify")
-
-    def __init__(self) -> None:
-        self.ms = dict.fromkeys(self.STAGES, 0.0)
-        self.start = time.perf_counter()
-
-    @contextlib.contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        t = time.perf_counter()
-        yield
-        self.ms[name] += (time.perf_counter() - t) * 1e3
-
-    def total(self) -> dict[str, float]:
-        return {**self.ms, "total": (time.perf_counter() - self.start) * 1e3}
-
-
-def _jobs(tree: Tree, level: list[Region], op: str) -> list[tuple[Region, int]]:
-    """(region, node index) pairs of one op that run on this level's regions."""
-    return [
-        (r, i)
-        for r in level
-        for i, n in enumerate(tree.nodes)
-        if n.input == r.label_index and n.op == op
-    ]
-
-
-def _root(img: torch.Tensor) -> Region:
-    """The whole image as the region of the first level."""
-    width, height = image_size(img)
-    return Region(0, 0, 0, 1.0, (0.0, 0.0, float(width), float(height)))
-
-
-def _distinct_regions(jobs: list[tuple[Region, int]]) -> list[Region]:
-    return list({r.id: r for r, _ in jobs}.values())
-
-
-def _crop_boxes(regions: list[Region]) -> list[Box] | None:
-    """None for the root level (the models prepare the whole image), else the parent boxes."""
-    return None if [r.id for r in regions] == [0] else [r.box for r in regions]
-
-
-@dataclass(frozen=True)
-class EncoderSet:
-    """The image encoders a frame uses from its start to its end; replaced whole between frames
-    (a backend upgrade), so no frame mixes encoders and the per-size cache goes with its set."""
-
-    owl: ImageEncoderBackend
-    clip: ImageEncoderBackend | None
-    regions: RegionEncoders
-
-
-def _encode(encoder: ImageEncoderBackend, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Run an encoder in chunks of its max_batch (0 = the whole batch at once)."""
-    step = int(encoder.max_batch or pixels.shape[0] or 1)
-    parts = [encoder(pixels[i : i + step]) for i in range(0, pixels.shape[0], step)]
-    if len(parts) == 1:
-        return parts[0]
-    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+from .settings import DEFAULT_CLIP, DEFAULT_MODEL, PredictorConfig
 
 
 class TreePredictor:
@@ -280,62 +197,8 @@ class TreePredictor:
         label_thresholds: Mapping[str, float] | None = None,
     ) -> PromptState:
         """Parse + encode a prompt; only labels never seen before run a text encoder."""
-        tree = parse_prompt(prompt) if isinstance(prompt, str) else prompt
-        if not isinstance(tree, Tree):
-            raise TypeError(f"prompt must be a str or Tree, got {type(prompt).__name__}")
-        check_runnable(tree)
-        text = prompt if isinstance(prompt, str) else tree.to_prompt()
-        default = check_fraction(
-            self.config.threshold if threshold is None else threshold, "threshold"
-        )
-        overrides = dict(label_thresholds or {})
-        thresholds = tree.detect_thresholds(default, overrides)  # validates the values
-        explicit = frozenset(
-            i
-            for i in thresholds
-            if threshold is not None
-            or tree.labels[i].threshold is not None
-            or tree.labels[i].text in overrides
-        )
-        try:
-            detect_queries = self._detect_queries(tree)
-            classify_texts, neutral = self._classify_texts(tree)
-        except LabelTooLongError as error:
-            column = next((lb.column for lb in tree.labels if lb.text == error.label), 0)
-            raise PromptError(str(error), column) from error
-        return PromptState(
-            tree, text, thresholds, explicit, detect_queries, classify_texts, neutral
-        )
-
-    def _detect_queries(self, tree: Tree) -> dict[int, torch.Tensor]:
-        """[K, D] query embeddings per detect group: text labels encoded, $name labels looked up."""
-        labels = tree.labels
-        texts = [labels[i].text for i in tree.detect_labels() if not labels[i].is_image_query]
-        embeds = dict(zip(texts, self.owl.encode_text(texts), strict=True))
-        return {
-            index: torch.stack([self._query_embedding(labels[o], embeds) for o in node.outputs])
-            for index, node in enumerate(tree.nodes)
-            if node.op == DETECT
-        }
-
-    def _query_embedding(self, label: Label, text_embeds: dict[str, torch.Tensor]) -> torch.Tensor:
-        if not label.is_image_query:
-            return text_embeds[label.text]
-        try:
-            query = self.queries.get(label.query_name)
-        except KeyError as error:
-            raise ValueError(str(error.args[0])) from None
-        return query.embedding.to(self.owl.device)
-
-    def _classify_texts(self, tree: Tree):
-        nodes = [(i, n) for i, n in enumerate(tree.nodes) if n.op == CLASSIFY]
-        if not nodes:
-            return {}, None
-        if self.clip is None:
-            raise ValueError("the prompt has classify groups (...) but no CLIP model is loaded")
-        groups = [[tree.labels[o].text for o in n.outputs] for _, n in nodes]
-        texts, neutral = self.clip.group_texts(groups)
-        return {i: t for (i, _), t in zip(nodes, texts, strict=True)}, neutral
+        encoder = PromptEncoder(self.owl, self.clip, self.queries, self.config.threshold)
+        return encoder.encode(prompt, threshold, label_thresholds)
 
     # ------------------------------------------------------------------ queries
 
@@ -352,7 +215,7 @@ class TreePredictor:
                     "with a positive width and height (x0 < x1, y0 < y1)"
                 )
         pixels, frames = self.owl.pixels(img, None)
-        outputs = _encode(self._frame_encoders().owl, pixels)
+        outputs = encode_chunks(self._frame_encoders().owl, pixels)
         patch = self.owl.reference_patch(outputs, box, frames[0])
         query = ReferenceQuery(
             name=name,
@@ -393,7 +256,7 @@ class TreePredictor:
         """Run the whole tree on one image, one batched encoder call per level and model."""
         cfg = self._runnable(config or self.config)
         enc = self._frame_encoders()
-        return self._run(load_image(image, self.device), state, cfg, _Timings(), None, enc)
+        return self._run(load_image(image, self.device), state, cfg, Timings(), None, enc)
 
     def predict_batch(
         self, images, states, config: PredictorConfig | None = None
@@ -405,16 +268,18 @@ class TreePredictor:
         cfg = self._runnable(config or self.config)
         if len(images) != len(states):
             raise ValueError(f"{len(images)} images but {len(states)} prompt states")
-        timings = [_Timings() for _ in images]
+        timings = [Timings() for _ in images]
         enc = self._frame_encoders()
         imgs = [load_image(image, self.device) for image in images]
-        batched = [i for i, st in enumerate(states) if _jobs(st.tree, [_root(imgs[i])], DETECT)]
+        batched = [
+            i for i, st in enumerate(states) if level_jobs(st.tree, [root_region(imgs[i])], DETECT)
+        ]
         roots: dict[int, dict[str, torch.Tensor]] = {}
         if batched:
             start = time.perf_counter()
             pixels = torch.cat([self.owl.pixels(imgs[i], None)[0] for i in batched])
             mid = time.perf_counter()
-            outputs = _encode(enc.owl, pixels)
+            outputs = encode_chunks(enc.owl, pixels)
             end = time.perf_counter()
             for row, i in enumerate(batched):
                 roots[i] = {k: v[row : row + 1] for k, v in outputs.items()}
@@ -429,7 +294,7 @@ class TreePredictor:
         """The level loop of one frame (root_outputs: its whole-image encoding, if done) on one
         encoder set from start to end."""
         width, height = image_size(img)
-        level = [_root(img)]
+        level = [root_region(img)]
         found: list[Region] = []
         classified: dict[int, list[Classification]] = {}  # region id -> its classifications
         dropped = 0
@@ -472,13 +337,13 @@ class TreePredictor:
         """Detect inside every region of a level, one encoder call per input size (the root
         level's outputs may come encoded already); returns the new regions."""
         tree = state.tree
-        jobs = _jobs(tree, level, DETECT)
+        jobs = level_jobs(tree, level, DETECT)
         if not jobs or already >= cfg.max_detections:  # frame budget spent: skip the encoder
             return []
-        regions = _distinct_regions(jobs)
+        regions = distinct_regions(jobs)
         rows = {r.id: i for i, r in enumerate(regions)}
         parts = []
-        boxes = _crop_boxes(regions)
+        boxes = crop_boxes(regions)
         mode = "native" if boxes is None else cfg.region_resolution  # the image: native size
         for size, group in enc.regions.groups(img, regions, mode).items():
             group_rows = {r.id: i for i, r in enumerate(group)}
@@ -486,9 +351,9 @@ class TreePredictor:
                 outputs, frames = root_outputs, [(0, 0, *image_size(img))]
             else:
                 with timings.stage("preprocess"):
-                    pixels, frames = self.owl.pixels(img, _crop_boxes(group), size)
+                    pixels, frames = self.owl.pixels(img, crop_boxes(group), size)
                 with timings.stage("encode_image"):
-                    outputs = _encode(enc.regions.at(size), pixels)
+                    outputs = encode_chunks(enc.regions.at(size), pixels)
             with timings.stage("decode"):
                 detect_jobs = [
                     DetectJob(
@@ -505,7 +370,9 @@ class TreePredictor:
                 parts.append(self.owl.decode(outputs, detect_jobs, cfg.scoring == "exclusive"))
         candidates = Candidates.cat(parts)
         with timings.stage("nms"):
-            kept = _select(candidates, len(tree.labels), cfg, cfg.max_detections - already, rows)
+            kept = select_candidates(
+                candidates, len(tree.labels), cfg, cfg.max_detections - already, rows
+            )
         score, label, box, parent = (c.tolist() for c in candidates)
         return [
             Region(already + k + 1, parent[j], label[j], score[j], tuple(box[j]))
@@ -515,13 +382,13 @@ class TreePredictor:
     def _classify_level(self, img, level, state, timings, enc) -> dict[int, list[Classification]]:
         """Classify every region of a level that has classify groups, one CLIP call."""
         tree = state.tree
-        jobs = _jobs(tree, level, CLASSIFY)
+        jobs = level_jobs(tree, level, CLASSIFY)
         if not jobs:
             return {}
         with timings.stage("classify"):
-            regions = _distinct_regions(jobs)
-            pixels = self.clip.pixels(img, _crop_boxes(regions))
-            embeds = _encode(enc.clip, pixels)["image_embeds"]
+            regions = distinct_regions(jobs)
+            pixels = self.clip.pixels(img, crop_boxes(regions))
+            embeds = encode_chunks(enc.clip, pixels)["image_embeds"]
             rows = {r.id: i for i, r in enumerate(regions)}
             out: dict[int, list[Classification]] = {}
             for region, n in jobs:
@@ -536,25 +403,6 @@ class TreePredictor:
                 )
                 out.setdefault(region.id, []).append(Classification(n, region.id, scores))
         return out
-
-
-def _select(
-    candidates: Candidates,
-    label_count: int,
-    cfg: PredictorConfig,
-    budget: int,
-    region_rows: dict[int, int],
-) -> list[int]:
-    """Candidate rows to keep: per-label NMS within each parent region (nms_iou 0 = off), the
-    frame's remaining budget, then grouped by parent region (level order), best first."""
-    score, label, parent = candidates.scores, candidates.labels, candidates.parents
-    if cfg.nms_iou > 0 and score.numel():
-        group = parent * label_count + label
-        order = batched_nms(candidates.boxes, score, group, float(cfg.nms_iou))
-    else:
-        order = torch.argsort(score, descending=True, stable=True)
-    order = order[: max(0, budget)]
-    return sorted(order.tolist(), key=lambda j: region_rows[int(parent[j])])
 
 
 __all__ = [

@@ -4,7 +4,7 @@
 current region among its labels, and groups written after a label run on that label's regions.
 Label numbering and node order match NanoOWL's `Tree.from_prompt`; everything NanoOWL accepts
 silently or crashes on is a PromptError with a 0-based column. Grammar: README, "The tree
-prompt language". The public API (parse_prompt, Tree) is ros2_owl.prompt.
+prompt language". The public API (parse_prompt, Tree) is ros2_owl.core.prompt.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Literal
+
+from .limits import is_fraction
 
 DETECT: Literal["detect"] = "detect"
 CLASSIFY: Literal["classify"] = "classify"
@@ -51,6 +53,7 @@ class Label:
     column: int = field(default=-1, compare=False)
     threshold: float | None = None
     query_name: str | None = None
+    mask: bool = False  # `{mask}`: an instance mask for each of this label's detections
 
     @property
     def is_image_query(self) -> bool:
@@ -122,9 +125,45 @@ def _read_threshold(segment: str, at: int, op: Op) -> float:
             "of a label, e.g. 'a person@0.3'",
         )
     threshold = float(value) + 0.0
-    if not 0.0 <= threshold <= 1.0:
+    if not is_fraction(threshold):
         raise Problem(offset, f"threshold {value} out of range", "use a number from 0 to 1")
     return threshold
+
+
+MASK_MARKER = "{mask}"
+
+
+def split_marker(segment: str, op: Op) -> tuple[str, bool]:
+    """A label's raw text without its trailing `{mask}` marker, and whether it had one.
+
+    Braces are reserved: `{mask}` is the only marker, once, at the very end of a detect label
+    (after its text and @threshold, before its nested groups)."""
+    opening, closing = segment.find("{"), segment.find("}")
+    if opening < 0 and closing < 0:
+        return segment, False
+    advice = f"braces are reserved: the only marker is {MASK_MARKER}, e.g. '[a mug {MASK_MARKER}]'"
+    if closing < 0:
+        raise Problem(opening, "unclosed '{'", advice)
+    if opening < 0 or closing < opening:
+        raise Problem(closing, "unmatched '}'", advice)
+    marker = segment[opening : closing + 1]
+    if marker != MASK_MARKER:
+        raise Problem(opening, f"unknown marker {marker!r}", advice)
+    rest = segment[closing + 1 :]
+    if rest.strip():
+        at = closing + 1 + len(rest) - len(rest.lstrip())
+        raise Problem(
+            at,
+            f"text {rest.strip()!r} after {MASK_MARKER}",
+            f"{MASK_MARKER} comes last in a label, after its text and @threshold",
+        )
+    if op == CLASSIFY:
+        raise Problem(
+            opening,
+            f"{MASK_MARKER} on a classify label",
+            "masks are for detected boxes: put it on a label of a detect group '[...]'",
+        )
+    return segment[:opening], True
 
 
 def read_label(segment: str, op: Op) -> tuple[str, float | None, str | None, int]:
@@ -246,7 +285,8 @@ class Parser:
         g.text_end = end
         op = self.nodes[g.node][0]
         try:
-            text, threshold, query, offset = read_label(self.text[g.start : end], op)
+            raw, mask = split_marker(self.text[g.start : end], op)
+            text, threshold, query, offset = read_label(raw, op)
         except Problem as p:
             column = g.start + p.offset
             if p.what == "empty label" and end < len(self.text) and self.text[end] in _OPS:
@@ -265,7 +305,7 @@ class Parser:
                 f"{g.column} already has it at column {g.seen[key]}; labels in a group must differ",
             )
         g.seen[key] = column
-        self.labels[g.label] = Label(g.label, text, column, threshold, query)
+        self.labels[g.label] = Label(g.label, text, column, threshold, query, mask)
 
     def open(self, i: int, ch: str) -> None:
         parent = self.stack[-1] if self.stack else None

@@ -18,65 +18,19 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from .settings import SETTINGS, Setting, settings_from
+from .options import DEMO_PROMPT, add_model_args, settings_of
 
-DEMO_PROMPT = "[a person [a face], a cat (sleeping, awake), a cup]"
-SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 DEBUG_ENV = "ROS2_OWL_DEBUG"
 # `detect` with backend auto and no cached decision measures only for this many images or more:
 # the first B/32 start took 746 s against 19.5 s with the cache ready (export, int8, measuring),
 # and ONNX Runtime saves at most ~0.5 s per image against torch on the CPUs measured (README
 # Performance): ~726 s / 0.5 s = ~1500 images before the export pays for itself.
 AMORTISE_IMAGES = 1500
-
-
-def _value_type(setting: Setting):
-    """argparse type for one setting: convert, then the schema's own check."""
-    convert = str if setting.type is tuple else setting.type
-
-    def parse(text: str):
-        value = convert(text)
-        reason = setting.problem((value,) if setting.type is tuple else value)
-        if reason:
-            raise argparse.ArgumentTypeError(reason)
-        return value
-
-    parse.__name__ = setting.name  # argparse names the type in its error
-    return parse
-
-
-def add_setting_options(parser: argparse.ArgumentParser) -> None:
-    """One option per setting that has a `cli` flag, typed, checked and documented by SETTINGS."""
-    for setting in SETTINGS:
-        if not setting.flag:
-            continue
-        kwargs = dict(dest=setting.name, type=_value_type(setting), help=setting.description)
-        if setting.type is bool:  # a switch that turns the setting on
-            parser.add_argument(
-                setting.flag, dest=setting.name, action="store_true", help=setting.description
-            )
-            continue
-        if setting.type is tuple:  # repeatable
-            kwargs.update(action="append", default=[], metavar=setting.name.upper())
-        else:
-            kwargs.update(default=setting.default, choices=setting.choices or None)
-        parser.add_argument(setting.flag, **kwargs)
-
-
-def _add_model_args(p: argparse.ArgumentParser, outputs: bool = True) -> None:
-    p.add_argument("--prompt", help="tree prompt, e.g. '[a person [a face] (standing, sitting)]'")
-    add_setting_options(p)
-    p.add_argument("--no-clip", action="store_true", help="no CLIP (= --clip-model '')")
-    p.add_argument("--no-nms", action="store_true", help="turn NMS off (= --nms-iou 0)")
-    if not outputs:  # serve shows results in its page; bag and video write their own files
-        return
-    p.add_argument("--json", action="store_true", help="print results as JSON")
-    p.add_argument("--annotate", metavar="DIR", help="write annotated images into DIR")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,45 +42,32 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     detect = sub.add_parser("detect", help="run a tree prompt on image files")
     detect.add_argument("images", nargs="+", help="image files (any format Pillow reads)")
-    _add_model_args(detect)
+    add_model_args(detect)
     detect.set_defaults(func=cmd_detect)
     demo = sub.add_parser("demo", help="detect on samples, with a random model when offline")
     demo.add_argument("images", nargs="*", help="images (default: the bundled samples)")
-    _add_model_args(demo)
+    add_model_args(demo)
     demo.add_argument(
         "--full-size",
         action="store_true",
         help="random fallback at the real architecture size (slow)",
     )
     demo.set_defaults(func=cmd_demo, prompt=None)
-    from .web import serve as web_serve  # imports no web library until it runs
+    from .serve import add_serve_arguments, cmd_serve  # imports no web library until it runs
 
     serve = sub.add_parser("serve", help="the live page: stream, boxes, tree, prompt box")
-    _add_model_args(serve, outputs=False)
-    web_serve.add_arguments(serve)
+    add_model_args(serve, outputs=False)
+    add_serve_arguments(serve)
     serve.set_defaults(func=cmd_serve)
-    from .backends import build_engine
+    from ..backends import build_engine
 
     engine = sub.add_parser("build-engine", help="export ONNX / build TensorRT engines")
     build_engine.add_arguments(engine)
     engine.set_defaults(func=build_engine.run)
-    from . import cli_recordings  # bag and video subcommands, with detect's options
+    from .recordings import add_subcommands  # bag and video, with detect's options
 
-    options = partial(_add_model_args, outputs=False)
-    cli_recordings.add_subcommands(
-        sub, cli_recordings.PredictorOptions(options, _settings, _load, _tracker)
-    )
+    add_subcommands(sub)
     return parser
-
-
-def _settings(args):
-    """The Settings these options give (--no-clip and --no-nms are spellings of '' and 0)."""
-    values = dict(vars(args))
-    if args.no_clip:
-        values["clip_model"] = ""
-    if args.no_nms:
-        values["nms_iou"] = 0.0
-    return settings_from(values)
 
 
 def read_image(path: str) -> np.ndarray:
@@ -137,7 +78,7 @@ def read_image(path: str) -> np.ndarray:
     """
     from PIL import ImageOps, UnidentifiedImageError
 
-    from .preprocess import ImageError, open_encoded_image
+    from ..core.preprocess import ImageError, open_encoded_image
 
     try:
         with open_encoded_image(path) as img:
@@ -146,41 +87,6 @@ def read_image(path: str) -> np.ndarray:
         raise ValueError(f"cannot use image {path!r}: {error}") from None
     except (OSError, UnidentifiedImageError, SyntaxError) as error:
         raise ValueError(f"cannot read image {path!r}: {error}") from None
-
-
-def _load(args, model: str, clip: str | None, upgrade: str = "wait"):
-    from .backends.triton_backend import triton_options
-    from .predictor import TreePredictor
-
-    settings = _settings(args)
-    return TreePredictor.from_pretrained(
-        model,
-        clip or None,
-        device=settings.device,
-        dtype=settings.dtype,
-        backend=settings.backend,
-        config=settings.predictor_config(),
-        cache_dir=settings.cache_dir or None,
-        precision=settings.precision,
-        triton=triton_options(settings),
-        upgrade=upgrade,
-    )
-
-
-def _load_for(args, model: str, clip: str | None, images: int):
-    """(predictor, notice) for `images` images: torch when backend auto has no cached decision
-    and fewer than AMORTISE_IMAGES would not pay for the export; the notice says so ('' when
-    not), printed once the prompt and outputs are known to be fine."""
-    few = images < AMORTISE_IMAGES and _settings(args).backend_upgrade == "background"
-    predictor = _load(args, model, clip, "background" if few else "wait")
-    if predictor.upgrade is None:
-        return predictor, ""
-    predictor.upgrade = None  # never started: this run ends before it would pay off
-    return predictor, (
-        f"backend auto: no measured choice cached for this CPU and {images} image(s) < "
-        f"{AMORTISE_IMAGES}, so torch runs them (exporting would not pay off); "
-        "`ros2-owl build-engine --backend auto` prepares it once"
-    )
 
 
 def format_result(name: str, result) -> str:
@@ -207,14 +113,28 @@ def format_result(name: str, result) -> str:
     return "\n".join(lines)
 
 
-def _run(args, predictor, images: Sequence[str], notice: str = "") -> int:
-    from .preprocess import ImageError
+def load_for(settings, images: int, model: str | None = None, clip: str | None = None):
+    """(predictor, notice) for `images` images: torch when backend auto has no cached decision
+    and fewer than AMORTISE_IMAGES would not pay for the export; the notice says so ('' when
+    not), printed once the prompt and outputs are known to be fine."""
+    from ..runtime.session import load_predictor
 
-    settings = _settings(args)
-    if settings.queries_file:
-        predictor.load_queries(settings.queries_file)
-    state = predictor.prepare(args.prompt, label_thresholds=settings.label_threshold_map())
-    tracker = _tracker(settings)
+    few = images < AMORTISE_IMAGES and settings.backend_upgrade == "background"
+    predictor = load_predictor(settings, model, clip, "background" if few else "wait")
+    if predictor.upgrade is None:
+        return predictor, ""
+    predictor.upgrade = None  # never started: this run ends before it would pay off
+    return predictor, (
+        f"backend auto: no measured choice cached for this CPU and {images} image(s) < "
+        f"{AMORTISE_IMAGES}, so torch runs them (exporting would not pay off); "
+        "`ros2-owl build-engine --backend auto` prepares it once"
+    )
+
+
+def _run(args, session, images: Sequence[str], notice: str = "") -> int:
+    """The images, in order, through the FrameSession: they are one camera's frames (--track)."""
+    from ..runtime.session import SessionFrame
+
     outputs = []
     if args.annotate:
         _writable_dir(args.annotate)  # before any inference, not after the first image
@@ -223,12 +143,14 @@ def _run(args, predictor, images: Sequence[str], notice: str = "") -> int:
     for path in images:
         try:
             image = read_image(path)
-            result = predictor.predict(image, state)
-        except (ValueError, ImageError) as error:
+        except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
-        if tracker is not None:
-            result = tracker.update(result)
+        (done,) = session.process([SessionFrame("images", image)])
+        if done.result is None:
+            print(f"error: {done.error}", file=sys.stderr)
+            return 1
+        result = done.result
         if args.annotate:
             _annotate(args.annotate, path, image, result)
         if args.json:
@@ -238,20 +160,6 @@ def _run(args, predictor, images: Sequence[str], notice: str = "") -> int:
     if args.json:
         print(json.dumps(outputs, indent=2))
     return 0
-
-
-def _tracker(settings):
-    """A CameraTracker when --track was given: the images are one camera's frames, in order."""
-    if not settings.tracking:
-        return None
-    from .tracking import CameraTracker, TrackingConfig
-
-    return CameraTracker(
-        TrackingConfig(
-            max_missed_frames=settings.track_max_missed_frames,
-            classification_smoothing=settings.classification_smoothing,
-        )
-    )
 
 
 def _writable_dir(directory: str) -> None:
@@ -269,7 +177,7 @@ def _writable_dir(directory: str) -> None:
 def _annotate(directory: str, path: str, image: np.ndarray, result) -> None:
     from PIL import Image
 
-    from .draw import draw_result
+    from ..core.draw import draw_result
 
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
@@ -283,35 +191,12 @@ def cmd_detect(args) -> int:
     if not args.prompt:
         print("error: --prompt is required", file=sys.stderr)
         return 2
-    settings = _settings(args)
-    predictor, notice = _load_for(args, settings.model, settings.clip_model, len(args.images))
-    return _run(args, predictor, args.images, notice)
+    from ..runtime.session import FrameSession
 
-
-def cmd_serve(args) -> int:
-    """`serve`: open the source first (a missing camera is one line), then load and serve."""
-    from .web import serve as web_serve
-    from .web.sources import SourceError
-
-    try:
-        web_serve.check_dependencies()
-        source = web_serve.open_source_from_args(args)
-    except SourceError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    args.prompt = args.prompt or DEMO_PROMPT
-    try:
-        settings = _settings(args)
-        predictor = _load(args, settings.model, settings.clip_model, settings.backend_upgrade)
-        if predictor.upgrade is not None:  # a server runs long enough: upgrade while serving
-            predictor.upgrade.start()
-        if settings.queries_file:
-            predictor.load_queries(settings.queries_file)
-        config, thresholds = settings.predictor_config(), settings.label_threshold_map()
-        tracker = _tracker(settings)  # --track: the source is one camera, frames in order
-        return web_serve.run(args, predictor, source, args.prompt, config, thresholds, tracker)
-    finally:
-        source.close()
+    settings = settings_of(args)
+    predictor, notice = load_for(settings, len(args.images))
+    session = FrameSession.from_settings(settings, args.prompt, predictor=predictor)
+    return _run(args, session, args.images, notice)
 
 
 # ---------------------------------------------------------------------- demo
@@ -319,38 +204,40 @@ def cmd_serve(args) -> int:
 
 def cmd_demo(args) -> int:
     """`demo`: real weights when available, else a loudly labelled random model; then detect."""
-    from .demo.fallback import demo_models, random_models
-    from .models import ModelLoadError
+    from ..demo.fallback import demo_models, random_models
+    from ..models import ModelLoadError
+    from ..runtime.session import FrameSession
 
     args.prompt = args.prompt or DEMO_PROMPT
     images = list(args.images) or sorted(str(p) for p in SAMPLES.glob("*.jpg"))
     if not images:
         print("error: no images given and no bundled samples found", file=sys.stderr)
         return 2
-    settings = _settings(args)
+    settings = settings_of(args)
     clip_model = settings.clip_model or None
     cache_dir = settings.cache_dir or None
     owl, clip, is_random = demo_models(
         settings.model, clip_model, full_size=args.full_size, cache_dir=cache_dir
     )
     try:
-        predictor, notice = _load_for(args, owl, clip, len(images))
+        predictor, notice = load_for(settings, len(images), owl, clip or "")
     except ModelLoadError as error:
         if is_random:
             raise
         reasons = [str(error)]
         owl, clip = random_models(settings.model, clip_model, args.full_size, cache_dir, reasons)
-        predictor, notice = _load_for(args, owl, clip, len(images))
+        predictor, notice = load_for(settings, len(images), owl, clip or "")
     else:
         if not is_random:
             print(f"using real weights: {', '.join(m for m in (owl, clip) if m)}")
     print(f"prompt: {args.prompt}")
-    return _run(args, predictor, images, notice)
+    session = FrameSession.from_settings(settings, args.prompt, predictor=predictor)
+    return _run(args, session, images, notice)
 
 
 def error_text(error: BaseException, prompt: str | None = None) -> str:
     """What `ros2-owl` prints for an error: one line (a prompt error adds its caret window)."""
-    from .prompt import PromptError, caret_message
+    from ..core.prompt import PromptError, caret_message
 
     if isinstance(error, PromptError) and prompt is not None:
         return f"error: {caret_message(prompt, error)}"

@@ -93,8 +93,8 @@ class RegionEncoders:
         return self.by_size[size]
 
     def _build(self, encoder, size: int):
-        from .backends import make_image_encoder
-        from .models.owl import FixedSizeEncoder
+        from ..backends import make_image_encoder
+        from ..models.owl import FixedSizeEncoder
 
         choice = getattr(encoder, "selection", None)
         return make_image_encoder(

@@ -18,8 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
+from typing import Any
 
 __all__ = [
     "EXIT_INCOMPLETE",
@@ -178,15 +177,17 @@ def _sigint(stop: _StopRequest) -> Iterator[None]:
 
 def run_frames(
     frames: Iterable,
-    predict: Callable[[np.ndarray], object],
+    process: Callable[[Any], Any],
     write: Callable[[object, object], None],
     report: RunReport,
     progress: Progress,
     write_skipped: Callable[[object], None] | None = None,
 ) -> RunReport:
-    """Predict and write every frame (objects with .image and .time) until the input ends or
-    Ctrl-C. A frame whose .image is None could not be decoded (`frames` counted it in
-    report.skipped); it goes to `write_skipped` (the bag copies it with --copy-images)."""
+    """Process and write every frame (objects with .image and .time) until the input ends or
+    Ctrl-C. `process` gives the frame's result (.result), or why the predictor refused it
+    (.error, result None: the frame is skipped). A frame whose .image is None could not be
+    decoded (`frames` counted it in report.skipped); it goes to `write_skipped` (the bag copies
+    it with --copy-images)."""
     stop = _StopRequest()
     started = time.monotonic()
     try:
@@ -198,14 +199,13 @@ def run_frames(
                             write_skipped(frame)
                     progress.update()
                     continue
-                try:
-                    result = predict(frame.image)
-                except ValueError as error:  # the predictor refuses this image: skip it
-                    report.skipped[str(error).splitlines()[0]] += 1
+                done = process(frame)
+                if done.result is None:  # the predictor refuses this image: skip it
+                    report.skipped[done.error.splitlines()[0]] += 1
                     progress.update()
                     continue
                 with stop.writing():
-                    write(frame, result)
+                    write(frame, done.result)
                     report.done += 1
                     report.last_time = frame.time
                     progress.update()

@@ -12,12 +12,14 @@ import numpy as np
 
 __all__ = ["BagMessages", "InterfaceNotFoundError", "bag_messages", "interface_dir"]
 
-_REPO = Path(__file__).resolve().parent.parent
-# Where a checkout keeps the .msg files when no installed copy is found (pip users get the
-# same files installed under <prefix>/share/ros2_owl/interfaces by setup.py).
-_CHECKOUT_DIRS = {
+_REPO = Path(__file__).resolve().parents[2]
+# Where the .msg files are when no ROS install has them: vision_msgs' definitions ship with the
+# package (package data, also the source of the test/fixtures/vision_msgs colcon fallback);
+# ros2_owl's own are the checkout's msg/ (pip users get them under
+# <prefix>/share/ros2_owl/interfaces by setup.py).
+_FALLBACK_DIRS = {
     "ros2_owl": _REPO / "msg",
-    "vision_msgs": _REPO / "test" / "fixtures" / "vision_msgs" / "msg",
+    "vision_msgs": Path(__file__).resolve().parent / "interfaces" / "vision_msgs" / "msg",
 }
 # ROS 2 .msg files may declare default values; rosbags' field definitions do not carry them.
 # Of the types the node publishes only Quaternion has a non-zero one (w = 1, the identity).
@@ -31,11 +33,12 @@ class InterfaceNotFoundError(RuntimeError):
 
 def interface_dir(package: str) -> Path:
     """The msg/ folder of `package`: a ROS install (AMENT_PREFIX_PATH) first, so a real
-    vision_msgs wins, then a pip install's copy, then this checkout."""
+    vision_msgs wins, then a pip install's copy, then the package's own (vision_msgs) or this
+    checkout's (ros2_owl)."""
     prefixes = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
     candidates = [Path(p) / "share" / package / "msg" for p in prefixes]
     candidates.append(Path(sys.prefix) / "share" / "ros2_owl" / "interfaces" / package / "msg")
-    candidates.append(_CHECKOUT_DIRS[package])
+    candidates.append(_FALLBACK_DIRS[package])
     for folder in candidates:
         if any(folder.glob("*.msg")):
             return folder

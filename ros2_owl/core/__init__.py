@@ -1,0 +1,1 @@
+"""The ROS-free core: settings, the prompt language, image ops, the predictor and its results."""

@@ -1,0 +1,1 @@
+"""One frame path for every front end: the session that turns frames into results."""
