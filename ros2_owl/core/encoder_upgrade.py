@@ -130,3 +130,18 @@ def free_unused(predictor) -> list[str]:
     if free:
         predictor.adopt_encoders({}, free=free)
     return free
+
+
+def start_upgrade(predictor, log: Callable[[str], None]) -> None:
+    """Start a predictor's pending upgrade (torch serves meanwhile); call it from the thread
+    whose priority the upgrade's normal-priority thread should have."""
+    upgrade = predictor.upgrade
+    if upgrade is not None and upgrade.status.state == "pending":
+        upgrade.log = log
+        upgrade.start()
+
+
+def cancel_upgrade(predictor) -> None:
+    """Adopt nothing more into this predictor (cleanup, shutdown)."""
+    if predictor is not None and predictor.upgrade is not None:
+        predictor.upgrade.cancel()

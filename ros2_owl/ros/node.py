@@ -26,7 +26,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.timer import Timer
 from sensor_msgs.msg import CompressedImage, Image
 
-from ros2_owl.core.encoder_upgrade import free_unused
+from ros2_owl.core.encoder_upgrade import cancel_upgrade, start_upgrade
 from ros2_owl.core.predictor import TreePredictor
 from ros2_owl.core.prompt import PromptError, caret_message
 from ros2_owl.core.settings import Settings
@@ -236,7 +236,7 @@ class OwlNode(LifecycleNode):
         self._while_active = handles
         self._phase = "active"
         self.prompts.publish_label_info()
-        self._start_upgrade()
+        start_upgrade(self.predictor, self.get_logger().info)  # on this thread: its priority
         self.get_logger().info(
             f"ready: model {s.model} ({self.predictor.backend_summary()} on {s.device}), prompt "
             f"{s.prompt!r}, inputs "
@@ -288,32 +288,18 @@ class OwlNode(LifecycleNode):
             for pub in cam.publishers.values():
                 self.destroy_lifecycle_publisher(pub)
         self.cameras = []
-        if self.predictor is not None and self.predictor.upgrade is not None:
-            self.predictor.upgrade.cancel()
+        cancel_upgrade(self.predictor)
         self.session = None
         self.monitor.close()
-        self.prompts.commit(
-            Live(self.prompts.live.settings)
-        )  # drops the encoded state, keeps the settings
+        self.prompts.commit(Live(self.prompts.live.settings))  # keeps only the settings
         self._phase = "unconfigured"
         _release_freed_memory()
 
     # ----- configure pieces -------------------------------------------------------------------
-    def _start_upgrade(self) -> None:
-        """backend auto still measuring: the frames run on torch meanwhile (backends/upgrade.py);
-        started here, on the node's own thread, so its threads keep the node's priority."""
-        upgrade = self.predictor.upgrade
-        if upgrade is not None and upgrade.status.state == "pending":
-            upgrade.log = self.get_logger().info
-            upgrade.start()
-
     def _make_session(self, s: Settings) -> FrameSession:
         """The frame path of these settings: models (or the given predictor), queries, tracker."""
         try:
-            predictor = self._given_predictor
-            if predictor is None:  # ours: torch image encoders a runtime backend replaced go
-                predictor = load_predictor(s, upgrade=s.backend_upgrade)
-                free_unused(predictor)
+            predictor = self._given_predictor or load_predictor(s, upgrade=s.backend_upgrade)
             segmenter = load_segmenter(s)
         except Exception as exc:  # ModelLoadError, BackendError, torch errors
             raise ConfigureError(f"could not load the models: {one_line(exc, 2000)}") from exc
