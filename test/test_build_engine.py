@@ -114,3 +114,21 @@ def test_auto_measures_once_and_lists_its_choice(tmp_path, capsys, tiny_owlvit_d
     listing = capsys.readouterr().out
     chose = [line for line in listing.splitlines() if " auto " in line and "-> chose" in line]
     assert len(chose) == 1 and "fastest of 2 measured" in chose[0]
+
+
+def test_progress_is_a_bar_on_a_terminal_and_lines_otherwise():
+    import io
+
+    from ros2_owl.backends.build_engine import LineProgress
+
+    out = io.StringIO()
+    bar = LineProgress(out, use_bar=True, total=2)
+    for message in ("loading owl", "exporting", "ready: owl", "ready: clip"):
+        bar(message)
+    bar.close()
+    text = out.getvalue()
+    assert "2/2" in text and "exporting" in text and "encoder" in text
+    plain = io.StringIO()
+    lines = LineProgress(plain)  # not a terminal: one timestamped line per step
+    lines("exporting")
+    assert plain.getvalue().endswith("s] exporting\n") and "\r" not in plain.getvalue()

@@ -200,3 +200,23 @@ def test_console_command_prints_no_traceback(image_file, tiny_owlvit_dir):
     assert lines[0].startswith("error: backend 'tensorrt' needs NVIDIA TensorRT")
     debug = subprocess.run([*argv, "--debug"], capture_output=True, text=True, timeout=300)
     assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_detect_on_a_few_images_never_waits_for_an_export(
+    image_file, tiny_owlvit_dir, tmp_path, capsys
+):
+    """No cached decision and fewer images than an export pays for: torch, said in one line;
+    --backend-upgrade wait measures first, and then the cached decision serves every run."""
+    argv = ["detect", str(image_file), "--prompt", "[a box]", "--no-clip", "--model"]
+    argv += [str(tiny_owlvit_dir), "--cache-dir", str(tmp_path)]
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    said = [x for x in err.splitlines() if "backend auto" in x]
+    want = f"backend auto: no measured choice cached for this CPU and 1 image(s) < {cli.AMORTISE_IMAGES}"
+    assert len(said) == 1 and said[0].startswith(want), err
+    assert not list(tmp_path.rglob("*.onnx"))  # nothing exported
+    assert cli.main(argv + ["--backend-upgrade", "wait"]) == 0
+    assert list(tmp_path.glob("auto/*.choice"))
+    capsys.readouterr()
+    assert cli.main(argv) == 0
+    assert "backend auto: no measured choice" not in capsys.readouterr().err

@@ -106,36 +106,34 @@ def _add_triton_repo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class LineProgress:
-    """Progress display: rich spinner on a terminal, timestamped lines otherwise."""
+    """Progress display: a tqdm bar over the encoders (its current step beside it, milestones
+    above it) when the stream is a terminal, timestamped lines otherwise."""
 
-    def __init__(self, stream=None, use_rich: bool | None = None) -> None:
+    def __init__(self, stream=None, use_bar: bool | None = None, total: int = 1) -> None:
         self.stream = stream or sys.stderr
         self.start = time.monotonic()
-        self._status = None
-        if use_rich is None:
-            use_rich = self.stream.isatty()
-        if use_rich:
-            try:
-                from rich.console import Console
+        self._bar = None
+        if use_bar is None:
+            use_bar = self.stream.isatty()
+        if use_bar:
+            from tqdm import tqdm
 
-                self._console = Console(file=self.stream)
-                self._status = self._console.status("starting")
-                self._status.start()
-            except ImportError:
-                self._status = None
+            self._bar = tqdm(total=total, unit="encoder", file=self.stream, desc="build-engine")
 
     def __call__(self, message: str) -> None:
         stamp = f"[{time.monotonic() - self.start:7.1f}s]"
-        if self._status is not None:
-            self._status.update(f"{stamp} {message}")
-            if not message.startswith("TensorRT:"):
-                self._console.log(message)
-        else:
+        if self._bar is None:
             print(f"{stamp} {message}", file=self.stream, flush=True)
+            return
+        self._bar.set_postfix_str(message[:60], refresh=True)
+        if not message.startswith("TensorRT:"):  # its phases only move the step text
+            self._bar.write(f"{stamp} {message}", file=self.stream)
+        if message.startswith("ready:"):
+            self._bar.update(1)
 
     def close(self) -> None:
-        if self._status is not None:
-            self._status.stop()
+        if self._bar is not None:
+            self._bar.close()
 
 
 def list_cache(cache: ArtefactCache, out=None) -> int:
@@ -251,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_batch < 1:
         print("error: --max-batch must be >= 1", file=sys.stderr)
         return 1
-    progress = LineProgress()
+    progress = LineProgress(total=1 if args.no_clip else 2)
     try:
         preflight(args.backend, args.device)
         served = []

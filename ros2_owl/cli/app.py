@@ -26,6 +26,11 @@ from .options import DEMO_PROMPT, add_model_args, settings_of
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 DEBUG_ENV = "ROS2_OWL_DEBUG"
+# `detect` with backend auto and no cached decision measures only for this many images or more:
+# the first B/32 start took 746 s against 19.5 s with the cache ready (export, int8, measuring),
+# and ONNX Runtime saves at most ~0.5 s per image against torch on the CPUs measured (README
+# Performance): ~726 s / 0.5 s = ~1500 images before the export pays for itself.
+AMORTISE_IMAGES = 1500
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,13 +113,33 @@ def format_result(name: str, result) -> str:
     return "\n".join(lines)
 
 
-def _run(args, session, images: Sequence[str]) -> int:
+def load_for(settings, images: int, model: str | None = None, clip: str | None = None):
+    """(predictor, notice) for `images` images: torch when backend auto has no cached decision
+    and fewer than AMORTISE_IMAGES would not pay for the export; the notice says so ('' when
+    not), printed once the prompt and outputs are known to be fine."""
+    from ..runtime.session import load_predictor
+
+    few = images < AMORTISE_IMAGES and settings.backend_upgrade == "background"
+    predictor = load_predictor(settings, model, clip, "background" if few else "wait")
+    if predictor.upgrade is None:
+        return predictor, ""
+    predictor.upgrade = None  # never started: this run ends before it would pay off
+    return predictor, (
+        f"backend auto: no measured choice cached for this CPU and {images} image(s) < "
+        f"{AMORTISE_IMAGES}, so torch runs them (exporting would not pay off); "
+        "`ros2-owl build-engine --backend auto` prepares it once"
+    )
+
+
+def _run(args, session, images: Sequence[str], notice: str = "") -> int:
     """The images, in order, through the FrameSession: they are one camera's frames (--track)."""
     from ..runtime.session import SessionFrame
 
     outputs = []
     if args.annotate:
         _writable_dir(args.annotate)  # before any inference, not after the first image
+    if notice:
+        print(notice, file=sys.stderr)
     for path in images:
         try:
             image = read_image(path)
@@ -168,7 +193,10 @@ def cmd_detect(args) -> int:
         return 2
     from ..runtime.session import FrameSession
 
-    return _run(args, FrameSession.from_settings(settings_of(args), args.prompt), args.images)
+    settings = settings_of(args)
+    predictor, notice = load_for(settings, len(args.images))
+    session = FrameSession.from_settings(settings, args.prompt, predictor=predictor)
+    return _run(args, session, args.images, notice)
 
 
 # ---------------------------------------------------------------------- demo
@@ -178,7 +206,7 @@ def cmd_demo(args) -> int:
     """`demo`: real weights when available, else a loudly labelled random model; then detect."""
     from ..demo.fallback import demo_models, random_models
     from ..models import ModelLoadError
-    from ..runtime.session import FrameSession, load_predictor
+    from ..runtime.session import FrameSession
 
     args.prompt = args.prompt or DEMO_PROMPT
     images = list(args.images) or sorted(str(p) for p in SAMPLES.glob("*.jpg"))
@@ -192,19 +220,19 @@ def cmd_demo(args) -> int:
         settings.model, clip_model, full_size=args.full_size, cache_dir=cache_dir
     )
     try:
-        predictor = load_predictor(settings, owl, clip or "")
+        predictor, notice = load_for(settings, len(images), owl, clip or "")
     except ModelLoadError as error:
         if is_random:
             raise
         reasons = [str(error)]
         owl, clip = random_models(settings.model, clip_model, args.full_size, cache_dir, reasons)
-        predictor = load_predictor(settings, owl, clip or "")
+        predictor, notice = load_for(settings, len(images), owl, clip or "")
     else:
         if not is_random:
             print(f"using real weights: {', '.join(m for m in (owl, clip) if m)}")
     print(f"prompt: {args.prompt}")
     session = FrameSession.from_settings(settings, args.prompt, predictor=predictor)
-    return _run(args, session, images)
+    return _run(args, session, images, notice)
 
 
 def error_text(error: BaseException, prompt: str | None = None) -> str:

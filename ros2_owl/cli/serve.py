@@ -42,7 +42,7 @@ def open_source_from_args(args):
 
 def cmd_serve(args) -> int:
     """`serve`: open the source first (a missing camera is one line), then load and serve."""
-    from ..runtime.session import FrameSession
+    from ..runtime.session import FrameSession, load_predictor
     from ..web import serve as web_serve
     from ..web.sources import SourceError
 
@@ -54,7 +54,12 @@ def cmd_serve(args) -> int:
         return 1
     args.prompt = args.prompt or DEMO_PROMPT
     try:
-        session = FrameSession.from_settings(settings_of(args))  # --track: one camera's frames
+        settings = settings_of(args)
+        predictor = load_predictor(settings, upgrade=settings.backend_upgrade)
+        if predictor.upgrade is not None:  # a server runs long enough: upgrade while serving
+            predictor.upgrade.start()
+        # --track: one camera's frames
+        session = FrameSession.from_settings(settings, predictor=predictor)
         return web_serve.run(args, session, source, args.prompt)
     finally:
         source.close()

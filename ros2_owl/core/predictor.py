@@ -14,20 +14,28 @@ Classify input: every region, the whole frame included, is padded to a square an
 (ClipModel.pixels), never centre-cropped. Degenerate boxes (clipped under 0.01 px wide or high)
 are dropped by OwlModel.decode at every level before they count for anything.
 
-Prompt preparation (text and reference-query embeddings, thresholds) is core/prompt_state.py.
+Prompt preparation (text and reference-query embeddings, thresholds) is core/prompt_state.py;
+the encoders a predictor starts with and the background upgrade that replaces them (as one
+EncoderSet, between frames) are core/encoder_upgrade.py and backends/upgrade.py.
+
+About 420 lines: TreePredictor is one object whose loading, reference queries, (batched)
+prediction and encoder-set swap share its encoders and models; the maths lives in models/.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 
 import torch
 
-from ..backends import ImageEncoderBackend, make_image_encoder
+from ..backends import ImageEncoderBackend
 from ..backends.triton_backend import TritonOptions, TritonTarget
+from ..backends.upgrade import release_heap
 from ..models.clip import NEUTRAL_PROMPT, ClipModel
 from ..models.owl import Candidates, DetectJob, OwlModel
+from .encoder_upgrade import EncoderSet, EncoderStarter
 from .levels import (
     Region,
     Timings,
@@ -61,12 +69,64 @@ class TreePredictor:
         cache_dir: str | None = None,
     ):
         self.owl, self.clip = owl, clip
-        self.region_encoders = RegionEncoders(owl, lambda: self.owl_encoder, device, cache_dir)
-        self.owl_encoder, self.clip_encoder = owl_encoder, clip_encoder
+        self.device, self.cache_dir = torch.device(device), cache_dir
+        self._encoders = self._encoder_set(owl_encoder, clip_encoder)
+        self.upgrade = None  # a BackgroundUpgrade while backend auto measures (encoder_upgrade)
+        self._trim_pending = False
         self.config = config or PredictorConfig()
-        self.device = torch.device(device)
+        self.adaptive_seen = self.config.region_resolution == "adaptive"
         self.queries = QueryStore()
         self.random_weights = owl.info.random_weights or bool(clip and clip.info.random_weights)
+
+    def _encoder_set(self, owl, clip) -> EncoderSet:
+        regions = RegionEncoders(self.owl, lambda: owl, self.device, self.cache_dir)
+        return EncoderSet(owl, clip, regions)
+
+    @property
+    def encoders(self) -> EncoderSet:
+        """The encoder set in force; a frame reads it once and keeps it to its end."""
+        return self._encoders
+
+    @property
+    def owl_encoder(self) -> ImageEncoderBackend:
+        return self._encoders.owl
+
+    @owl_encoder.setter
+    def owl_encoder(self, encoder: ImageEncoderBackend) -> None:
+        self._encoders = self._encoder_set(encoder, self._encoders.clip)
+
+    @property
+    def clip_encoder(self) -> ImageEncoderBackend | None:
+        return self._encoders.clip
+
+    @clip_encoder.setter
+    def clip_encoder(self, encoder: ImageEncoderBackend | None) -> None:
+        self._encoders = replace(self._encoders, clip=encoder)
+
+    @property
+    def region_encoders(self) -> RegionEncoders:
+        return self._encoders.regions
+
+    def _frame_encoders(self) -> EncoderSet:
+        """The set this frame keeps to its end; the first frame after a swap (when the frames
+        before it are done) gives the freed torch weights back to the system."""
+        enc = self._encoders
+        if self._trim_pending:
+            self._trim_pending = False
+            release_heap()
+        return enc
+
+    def adopt_encoders(self, encoders: Mapping[str, ImageEncoderBackend], free=()) -> None:
+        """Swap new image encoders ('owl', 'clip') in as one set, effective from the next frame;
+        `free` names the models whose torch image encoder nothing uses any more."""
+        old = self._encoders
+        owl, clip = encoders.get("owl", old.owl), encoders.get("clip", old.clip)
+        self._encoders = self._encoder_set(owl, clip)
+        for name in free:
+            model = self.owl if name == "owl" else self.clip
+            if model is not None:
+                model.free_image_encoder()
+        self._trim_pending = bool(free)
 
     @classmethod
     def from_pretrained(
@@ -80,12 +140,15 @@ class TreePredictor:
         cache_dir: str | None = None,
         precision: str = "fp32",
         triton: TritonOptions | None = None,
+        upgrade: str = "wait",
     ) -> TreePredictor:
         """Load models (ModelLoadError naming what was tried) and build the image encoders.
 
         backend 'auto' picks the fastest local backend for the machine (see backends/auto.py);
         precision 'allow-reduced' lets it pick bf16/int8 on CPU. backend 'triton' (never chosen
         by auto) sends the image encoders to the server ``triton`` names (its defaults if None).
+        upgrade 'background': with auto on a CPU and no cached decision, serve with torch and
+        leave ``predictor.upgrade`` (not started) to measure and swap (encoder_upgrade.py).
         """
         config = config or PredictorConfig()
         owl = OwlModel.load(model, device=device, cache_dir=cache_dir)
@@ -94,25 +157,26 @@ class TreePredictor:
             device=device, dtype=dtype, cache_dir=cache_dir, max_batch=batch, precision=precision
         )
         remote = (triton or TritonOptions()) if backend == "triton" else None
-        owl_encoder = make_image_encoder(
-            backend,
+        starter = EncoderStarter(backend, upgrade, kwargs)
+        owl_encoder = starter.encoder(
+            "owl",
             owl.encoder,
-            model_id=model,
+            model,
             triton=remote and TritonTarget.of(remote, remote.owl_model, owl.preprocessor),
-            **kwargs,
         )
         clip = clip_encoder = None
         if clip_model:
             clip = ClipModel.load(clip_model, device=device, cache_dir=cache_dir)
-            clip_encoder = make_image_encoder(
-                backend,
+            clip_encoder = starter.encoder(
+                "clip",
                 clip.encoder,
-                model_id=clip_model,
+                clip_model,
                 triton=remote
                 and TritonTarget.of(remote, remote.clip_model, clip.preprocess_region),
-                **kwargs,
             )
-        return cls(owl, clip, owl_encoder, clip_encoder, config, device, cache_dir)
+        predictor = cls(owl, clip, owl_encoder, clip_encoder, config, device, cache_dir)
+        predictor.upgrade = starter.background(predictor)
+        return predictor
 
     def backend_summary(self) -> str:
         """Which backend and dtype runs each image encoder and why (logs, diagnostics)."""
@@ -151,7 +215,7 @@ class TreePredictor:
                     "with a positive width and height (x0 < x1, y0 < y1)"
                 )
         pixels, frames = self.owl.pixels(img, None)
-        outputs = encode_chunks(self.owl_encoder, pixels)
+        outputs = encode_chunks(self._frame_encoders().owl, pixels)
         patch = self.owl.reference_patch(outputs, box, frames[0])
         query = ReferenceQuery(
             name=name,
@@ -177,12 +241,13 @@ class TreePredictor:
 
     def config_problem(self, config: PredictorConfig) -> str | None:
         """Why these settings cannot run on this predictor's encoders (None when they can)."""
-        return self.region_encoders.problem(config.region_resolution)
+        return self._encoders.regions.problem(config.region_resolution)
 
     def _runnable(self, config: PredictorConfig) -> PredictorConfig:
         problem = self.config_problem(config)
         if problem:
             raise ValueError(problem)
+        self.adaptive_seen = self.adaptive_seen or config.region_resolution == "adaptive"
         return config
 
     def predict(
@@ -190,7 +255,8 @@ class TreePredictor:
     ) -> TreeResult:
         """Run the whole tree on one image, one batched encoder call per level and model."""
         cfg = self._runnable(config or self.config)
-        return self._run(load_image(image, self.device), state, cfg, Timings(), None)
+        enc = self._frame_encoders()
+        return self._run(load_image(image, self.device), state, cfg, Timings(), None, enc)
 
     def predict_batch(
         self, images, states, config: PredictorConfig | None = None
@@ -203,6 +269,7 @@ class TreePredictor:
         if len(images) != len(states):
             raise ValueError(f"{len(images)} images but {len(states)} prompt states")
         timings = [Timings() for _ in images]
+        enc = self._frame_encoders()
         imgs = [load_image(image, self.device) for image in images]
         batched = [
             i for i, st in enumerate(states) if level_jobs(st.tree, [root_region(imgs[i])], DETECT)
@@ -212,28 +279,29 @@ class TreePredictor:
             start = time.perf_counter()
             pixels = torch.cat([self.owl.pixels(imgs[i], None)[0] for i in batched])
             mid = time.perf_counter()
-            outputs = encode_chunks(self.owl_encoder, pixels)
+            outputs = encode_chunks(enc.owl, pixels)
             end = time.perf_counter()
             for row, i in enumerate(batched):
                 roots[i] = {k: v[row : row + 1] for k, v in outputs.items()}
                 timings[i].ms["preprocess"] += (mid - start) * 1e3 / len(batched)
                 timings[i].ms["encode_image"] += (end - mid) * 1e3 / len(batched)
         return [
-            self._run(img, st, cfg, t, roots.get(i))
+            self._run(img, st, cfg, t, roots.get(i), enc)
             for i, (img, st, t) in enumerate(zip(imgs, states, timings, strict=True))
         ]
 
-    def _run(self, img, state: PromptState, cfg, timings, root_outputs) -> TreeResult:
-        """The level loop of one frame (root_outputs: its whole-image encoding, if done)."""
+    def _run(self, img, state: PromptState, cfg, timings, root_outputs, enc) -> TreeResult:
+        """The level loop of one frame (root_outputs: its whole-image encoding, if done) on one
+        encoder set from start to end."""
         width, height = image_size(img)
         level = [root_region(img)]
         found: list[Region] = []
         classified: dict[int, list[Classification]] = {}  # region id -> its classifications
         dropped = 0
         while level:
-            new = self._detect_level(img, level, state, cfg, len(found), timings, root_outputs)
+            new = self._detect_level(img, level, state, cfg, len(found), timings, root_outputs, enc)
             root_outputs = None
-            classified.update(self._classify_level(img, level, state, timings))
+            classified.update(self._classify_level(img, level, state, timings, enc))
             found += new
             nested = sorted(
                 (r for r in new if state.tree.nodes_for_input(r.label_index)),
@@ -264,7 +332,7 @@ class TreePredictor:
         )
 
     def _detect_level(
-        self, img, level, state, cfg, already: int, timings, root_outputs=None
+        self, img, level, state, cfg, already: int, timings, root_outputs, enc
     ) -> list[Region]:
         """Detect inside every region of a level, one encoder call per input size (the root
         level's outputs may come encoded already); returns the new regions."""
@@ -277,7 +345,7 @@ class TreePredictor:
         parts = []
         boxes = crop_boxes(regions)
         mode = "native" if boxes is None else cfg.region_resolution  # the image: native size
-        for size, group in self.region_encoders.groups(img, regions, mode).items():
+        for size, group in enc.regions.groups(img, regions, mode).items():
             group_rows = {r.id: i for i, r in enumerate(group)}
             if root_outputs is not None:  # the root level, encoded with other cameras' frames
                 outputs, frames = root_outputs, [(0, 0, *image_size(img))]
@@ -285,7 +353,7 @@ class TreePredictor:
                 with timings.stage("preprocess"):
                     pixels, frames = self.owl.pixels(img, crop_boxes(group), size)
                 with timings.stage("encode_image"):
-                    outputs = encode_chunks(self.region_encoders.at(size), pixels)
+                    outputs = encode_chunks(enc.regions.at(size), pixels)
             with timings.stage("decode"):
                 detect_jobs = [
                     DetectJob(
@@ -311,7 +379,7 @@ class TreePredictor:
             for k, j in enumerate(kept)
         ]
 
-    def _classify_level(self, img, level, state, timings) -> dict[int, list[Classification]]:
+    def _classify_level(self, img, level, state, timings, enc) -> dict[int, list[Classification]]:
         """Classify every region of a level that has classify groups, one CLIP call."""
         tree = state.tree
         jobs = level_jobs(tree, level, CLASSIFY)
@@ -320,7 +388,7 @@ class TreePredictor:
         with timings.stage("classify"):
             regions = distinct_regions(jobs)
             pixels = self.clip.pixels(img, crop_boxes(regions))
-            embeds = encode_chunks(self.clip_encoder, pixels)["image_embeds"]
+            embeds = encode_chunks(enc.clip, pixels)["image_embeds"]
             rows = {r.id: i for i, r in enumerate(regions)}
             out: dict[int, list[Classification]] = {}
             for region, n in jobs:

@@ -57,6 +57,12 @@ class RegionEncoders:
     def problem(self, mode: str) -> str | None:
         """Why `mode` cannot run here: a remote encoder (backend triton) serves one input size."""
         encoder = self.native()
+        if mode == "adaptive" and encoder.name != "torch" and getattr(self.owl.encoder, "freed", 0):
+            return (
+                f"region_resolution 'adaptive' needs OWL's torch image encoder to export its "
+                f"size buckets, and it was freed after the backend upgrade to {encoder.name}; "
+                "start with region_resolution 'adaptive' (the module is then kept)"
+            )
         if mode == "adaptive" and encoder.name == "triton":
             size = self.owl.info.image_size
             return (

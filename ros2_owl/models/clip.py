@@ -69,6 +69,16 @@ class ClipModel(CachedTextEncoder):
             self._run_text, self.check_label, info.embed_dim, self.device
         )
 
+    def free_image_encoder(self) -> None:
+        """Drop the torch vision tower once a runtime backend encodes the regions (text stays)."""
+        from .owl import FreedImageEncoder
+        from .weight_pages import drop_weight_pages
+
+        weights = list(self.encoder.parameters())
+        self.model.vision_model = self.model.visual_projection = None
+        self.encoder = FreedImageEncoder.of(self.encoder)
+        drop_weight_pages(weights)
+
     @classmethod
     def load(cls, model_id: str, device: str = "cpu", cache_dir: str | None = None) -> ClipModel:
         """Load CLIPModel + processor from a hub id or directory (ModelLoadError on failure)."""

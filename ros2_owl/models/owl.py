@@ -100,6 +100,21 @@ class FixedSizeEncoder(nn.Module):
         return self.encoder(pixel_values)
 
 
+@dataclass(frozen=True)
+class FreedImageEncoder:
+    """What stays of an image encoder whose torch weights were freed: its shape, no module."""
+
+    image_size: int
+    patch_size: int
+    output_names: tuple[str, ...]
+    freed = True
+
+    @classmethod
+    def of(cls, encoder) -> FreedImageEncoder:
+        patch = int(getattr(encoder, "patch_size", 0))
+        return cls(int(encoder.image_size), patch, tuple(encoder.output_names))
+
+
 def decode_logits(outputs: dict[str, torch.Tensor], queries: torch.Tensor) -> torch.Tensor:
     """Patch-vs-query logits [B, P, Q] exactly as the OWL class head computes them."""
     embeds = outputs["class_embeds"].float()
@@ -234,6 +249,21 @@ class OwlModel(CachedTextEncoder):
         return cls(loaded.model, loaded.tokenizer, info, preprocessor)
 
     # ------------------------------------------------------------------ image side
+
+    def free_image_encoder(self) -> None:
+        """Drop the torch vision tower and heads once a runtime backend encodes the images (the
+        text tower stays); what is left says the sizes and why no module is there."""
+        from .weight_pages import drop_weight_pages
+
+        model = self.model
+        base = model.owlv2 if self.info.kind == "owlv2" else model.owlvit
+        weights = [*self.encoder.parameters(), *base.visual_projection.parameters()]
+        base.vision_model = base.visual_projection = None
+        for name in ("layer_norm", "class_head", "box_head", "objectness_head"):
+            if hasattr(model, name):
+                setattr(model, name, None)
+        self.encoder = FreedImageEncoder.of(self.encoder)
+        drop_weight_pages(weights)
 
     def pixels(self, image: torch.Tensor, boxes: Sequence[Sequence[float]] | None, size: int = 0):
         """Model input [R, 3, S, S] and each row's frame: the whole image (boxes None) or crops;

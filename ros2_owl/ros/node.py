@@ -28,6 +28,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.timer import Timer
 from sensor_msgs.msg import CompressedImage, Image
 
+from ros2_owl.core.encoder_upgrade import cancel_upgrade, start_upgrade
 from ros2_owl.core.predictor import TreePredictor
 from ros2_owl.core.prompt import PromptError, caret_message
 from ros2_owl.core.settings import Settings
@@ -245,6 +246,7 @@ class OwlNode(LifecycleNode):
         self._while_active = handles
         self._phase = "active"
         self.prompts.publish_label_info()
+        start_upgrade(self.predictor, self.get_logger().info)  # on this thread: its priority
         self.get_logger().info(
             f"ready: model {s.model} ({self.predictor.backend_summary()} on {s.device}), prompt "
             f"{s.prompt!r}, inputs "
@@ -300,11 +302,10 @@ class OwlNode(LifecycleNode):
             for pub in cam.publishers.values():
                 self.destroy_lifecycle_publisher(pub)
         self.cameras = []
+        cancel_upgrade(self.predictor)
         self.session = None
         self.monitor.close()
-        self.prompts.commit(
-            Live(self.prompts.live.settings)
-        )  # drops the encoded state, keeps the settings
+        self.prompts.commit(Live(self.prompts.live.settings))  # keeps only the settings
         self._phase = "unconfigured"
         _release_freed_memory()
 
@@ -312,7 +313,7 @@ class OwlNode(LifecycleNode):
     def _make_session(self, s: Settings) -> FrameSession:
         """The frame path of these settings: models (or the given predictor), queries, tracker."""
         try:
-            predictor = self._given_predictor or load_predictor(s)
+            predictor = self._given_predictor or load_predictor(s, upgrade=s.backend_upgrade)
             segmenter = load_segmenter(s)
         except Exception as exc:  # ModelLoadError, BackendError, torch errors
             raise ConfigureError(f"could not load the models: {one_line(exc, 2000)}") from exc

@@ -84,6 +84,7 @@ class NodeMonitor:
         predictor = node.predictor
         if predictor is None or self._publisher is None:
             return  # a tick racing deactivate/cleanup
+        upgrade = predictor.upgrade
         statuses = [
             node_status(
                 name,
@@ -91,6 +92,7 @@ class NodeMonitor:
                 clip_model=s.clip_model or "none",
                 backend=s.backend,
                 backend_choice=predictor.backend_summary(),
+                backend_upgrade=upgrade.status.describe() if upgrade else "none",
                 device=s.device,
                 prompt=s.prompt,
                 callback_errors=self._guard.errors,

@@ -86,12 +86,17 @@ def track_step(session: FrameSession, frame: SessionFrame, result: TreeResult) -
 FRAME_STEPS: list[FrameStep] = [segment_step, track_step]  # in order, every front end
 
 
-def load_predictor(settings, model: str | None = None, clip_model: str | None = None):
-    """The predictor these settings describe (`model`/`clip_model` override theirs: the demo)."""
+def load_predictor(
+    settings, model: str | None = None, clip_model: str | None = None, upgrade: str = "wait"
+):
+    """The predictor these settings describe (`model`/`clip_model` override theirs: the demo);
+    upgrade 'background' leaves backend auto's measurement to predictor.upgrade (not started).
+    Torch image encoders a runtime backend replaced from the start are freed."""
     from ..backends.triton_backend import triton_options
+    from ..core.encoder_upgrade import free_unused
 
     clip = settings.clip_model if clip_model is None else clip_model
-    return TreePredictor.from_pretrained(
+    predictor = TreePredictor.from_pretrained(
         model or settings.model,
         clip or None,
         device=settings.device,
@@ -101,7 +106,10 @@ def load_predictor(settings, model: str | None = None, clip_model: str | None = 
         cache_dir=settings.cache_dir or None,
         precision=settings.precision,
         triton=triton_options(settings),
+        upgrade=upgrade,
     )
+    free_unused(predictor)
+    return predictor
 
 
 def load_segmenter(settings):

@@ -25,6 +25,7 @@ it where it is used: `settings.<name>` / `config.<name>`.
 from .catalogue import SCHEMA, SETTINGS, Settings, require_setting, setting_problem, settings_from
 from .detection import PredictorConfig
 from .schema import (
+    BACKEND_UPGRADES,
     BACKENDS,
     DEFAULT_CLIP,
     DEFAULT_MODEL,
@@ -54,6 +55,7 @@ __all__ = [
     "MAX_IMAGE_PIXELS",
     "MAX_IMAGE_SIDE",
     "PRECISIONS",
+    "BACKEND_UPGRADES",
     "REGION_RESOLUTIONS",
     "SCHEMA",
     "SCORING_MODES",

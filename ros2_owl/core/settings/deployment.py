@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .schema import (
+    BACKEND_UPGRADES,
     BACKENDS,
     DEFAULT_CLIP,
     DEFAULT_MODEL,
@@ -79,6 +80,14 @@ class ModelSettings:
         "'allow-reduced' lets backend auto choose bfloat16 or int8 on CPU (never otherwise).",
         live=False,
         choices=PRECISIONS,
+        cli=True,
+    )
+    backend_upgrade: str = setting(
+        "background",
+        "backend auto on a CPU with no cached decision: 'background' = serve with torch at "
+        "once, measure and swap in the winner between frames; 'wait' = measure before serving.",
+        live=False,
+        choices=BACKEND_UPGRADES,
         cli=True,
     )
     cache_dir: str = setting(

@@ -16,6 +16,7 @@ DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 DEFAULT_PROMPT = "[a person [a face, a hand] (standing, sitting)]"
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt", "triton")
 PRECISIONS = ("fp32", "allow-reduced")
+BACKEND_UPGRADES = ("background", "wait")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 SCORING_MODES = ("independent", "exclusive")
 REGION_RESOLUTIONS = ("native", "adaptive")
