@@ -326,6 +326,7 @@ def test_detect_runs_its_own_prompt_beside_a_30_hz_stream(robot):
             t.start()
         for t in askers:
             t.join(90)
+        robot.det2d.wait_for(lambda m: m.detections, timeout=30)  # the stream ran beside them
     finally:
         stop.set()
         streamer.join(5)
