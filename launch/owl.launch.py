@@ -17,6 +17,10 @@ Arguments (all optional):
                  topic (3D boxes on detections_3d)
   camera_info_topics  comma-separated CameraInfo topics, one per image topic (default:
                  camera_info beside each image topic)
+  target_frame, prompt_topic, publish_markers, publish_image_annotations
+                 robot outputs (README "Robot outputs")
+  use_sim_time   true: the node's clock follows /clock (simulation, bag replay); default false
+  log_level      the node's log level: debug, info (default), warn, error, fatal
   large_images   true: give processes of this launch the Fast DDS profile with a 32 MiB
                  shared-memory segment (needed for 720p+ images between processes; the camera
                  driver needs it too: see README "Large images")
@@ -32,9 +36,22 @@ from launch_ros.substitutions import FindPackageShare
 from launch import LaunchDescription
 from ros2_owl.ros.dds import PROFILE_FILE, fast_dds_major, large_image_env, profile_variables
 
-STRING_OVERRIDES = ("prompt", "model", "clip_model", "device", "backend")
+STRING_OVERRIDES = (
+    "prompt",
+    "model",
+    "clip_model",
+    "device",
+    "backend",
+    "target_frame",
+    "prompt_topic",
+)
 LIST_OVERRIDES = ("image_topics", "camera_names", "depth_topics", "camera_info_topics")
-BOOL_OVERRIDES = ("tracking", "autostart")
+BOOL_OVERRIDES = ("tracking", "autostart", "publish_markers", "publish_image_annotations")
+LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
+
+
+def _truthy(value: str) -> bool:
+    return value.strip().lower() in ("true", "1", "yes", "on")
 
 
 def _owl_node(context):
@@ -47,15 +64,17 @@ def _owl_node(context):
     for name in BOOL_OVERRIDES:
         value = LaunchConfiguration(name).perform(context).strip().lower()
         if value:
-            overrides[name] = value in ("true", "1", "yes", "on")
+            overrides[name] = _truthy(value)
     for name in LIST_OVERRIDES:
         value = LaunchConfiguration(name).perform(context).strip()
         items = [item.strip() for item in value.split(",") if item.strip()]
         if items:
             overrides[name] = items
-    parameters = [LaunchConfiguration("params_file").perform(context)]
-    if overrides:
-        parameters.append(overrides)
+    overrides["use_sim_time"] = _truthy(LaunchConfiguration("use_sim_time").perform(context))
+    level = LaunchConfiguration("log_level").perform(context).strip().lower() or "info"
+    if level not in LOG_LEVELS:
+        raise ValueError(f"log_level {level!r}: use one of {', '.join(LOG_LEVELS)}")
+    parameters = [LaunchConfiguration("params_file").perform(context), overrides]
     return [
         Node(
             package="ros2_owl",
@@ -63,6 +82,7 @@ def _owl_node(context):
             name="owl_node",
             namespace=LaunchConfiguration("namespace").perform(context),
             parameters=parameters,
+            ros_arguments=["--log-level", level],
             output="screen",
             emulate_tty=True,
         )
@@ -77,6 +97,14 @@ def generate_launch_description() -> LaunchDescription:
             "params_file",
             default_value=PathJoinSubstitution([share, "config", "owl.yaml"]),
             description="owl_node parameter file",
+        ),
+        DeclareLaunchArgument(
+            "use_sim_time", default_value="false", description="follow /clock (simulation)"
+        ),
+        DeclareLaunchArgument(
+            "log_level",
+            default_value="info",
+            description="node log level: " + ", ".join(LOG_LEVELS),
         ),
         DeclareLaunchArgument(
             "large_images",

@@ -3,6 +3,7 @@ the real ros2 executable against owl_node (tiny random models), and what they pr
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from pathlib import Path
@@ -34,6 +35,13 @@ PARAM_SET_PROMPT = "ros2 param set /owl_node prompt \"'[a person (standing, sitt
 PARAM_SET_PROMPT_BAD = "ros2 param set /owl_node prompt \"'[a cat, (broken'\""
 PARAM_DUMP = "ros2 param dump /owl_node"
 ECHO = "ros2 topic echo --once /detections"
+DETECT = (
+    "ros2 service call /owl_node/detect ros2_owl/srv/Detect "
+    "\"{prompt: '[a red mug]', timeout: 10.0}\""
+)
+DETECT_BAD = "ros2 service call /owl_node/detect ros2_owl/srv/Detect \"{prompt: '[a red mug]', camera: '3'}\""
+PROMPT_PUB = "ros2 topic pub --once /prompt std_msgs/msg/String \"{data: '[a person, a mug]'}\""
+PROMPT_STATUS = "ros2 topic echo --once /owl_node/prompt_status"
 README_COMMANDS = [
     RUN,
     SET_PROMPT,
@@ -47,6 +55,10 @@ README_COMMANDS = [
     PARAM_SET_PROMPT_BAD,
     PARAM_DUMP,
     ECHO,
+    DETECT,
+    DETECT_BAD,
+    PROMPT_PUB,
+    PROMPT_STATUS,
 ]
 
 
@@ -66,6 +78,7 @@ def owl_run(ros2_cli, tiny_owlvit_dir, tiny_clip_dir):
     """README's `ros2 run` line (plus the tiny test models), listed by `ros2 node list`."""
     proc = ros2_cli.start(
         f"{RUN} -p model:={tiny_owlvit_dir} -p clip_model:={tiny_clip_dir} -p no_frame_warning:=0.0"
+        " -p prompt_topic:=prompt"
     )
     ros2_cli.wait_for_node(proc, "/owl_node")
     yield ros2_cli, proc
@@ -131,25 +144,58 @@ def test_param_dump_lists_every_parameter(owl_run):
     assert dumped["max_regions"] == 8
 
 
-def test_topic_echo_once_prints_detections_while_images_stream(owl_run, ros):
+@contextlib.contextmanager
+def camera_stream(ros):
+    """A 5 Hz camera on /camera/image_raw (frame id echo_cam) while the block runs."""
     from sensor_msgs.msg import Image
 
-    cli, _ = owl_run
     pub = ros.publisher(Image, "/camera/image_raw")
     frame = Image(height=120, width=160, encoding="rgb8", step=480, data=bytes(160 * 120 * 3))
     frame.header.frame_id = "echo_cam"
     stop = threading.Event()
 
-    def stream():  # a 5 Hz camera until the echo has printed one message
+    def stream():
         while not stop.wait(0.2):
             pub.publish(frame)
 
     streamer = threading.Thread(target=stream, daemon=True)
     streamer.start()
     try:
-        out = cli.run(ECHO, timeout=120)
+        yield
     finally:
         stop.set()
         streamer.join(5)
+
+
+def test_topic_echo_once_prints_detections_while_images_stream(owl_run, ros):
+    cli, _ = owl_run
+    with camera_stream(ros):  # until the echo has printed one message
+        out = cli.run(ECHO, timeout=120)
     assert "frame_id: echo_cam" in out, out
     assert "detections:" in out and out.rstrip().endswith("---"), out
+
+
+@pytest.mark.skipif(bool(SERVICE_CALL_UNSUPPORTED), reason=SERVICE_CALL_UNSUPPORTED)
+def test_detect_service_once_on_the_newest_frame(owl_run, ros):
+    cli, _ = owl_run
+    prompt = cli.run("ros2 param get /owl_node prompt")
+    with camera_stream(ros):
+        out = cli.run(DETECT, timeout=120)
+        bad = cli.run(DETECT_BAD, timeout=60)
+    assert "ros2_owl.srv.Detect_Response(success=True, message='ok'" in out, out
+    assert "frame_id='echo_cam'" in out and "class_id='a red mug'" in out, out
+    assert "has_3d=False" in out, out
+    assert "success=False, message=\"camera '3' names no camera (cameras: 0: image)\"" in bad, bad
+    assert cli.run("ros2 param get /owl_node prompt") == prompt  # the stream's is untouched
+
+
+def test_prompt_topic_sets_the_prompt_and_answers_on_prompt_status(owl_run):
+    cli, _ = owl_run
+    before = cli.run("ros2 param get /owl_node prompt")
+    out = cli.run(PROMPT_PUB, timeout=60)
+    assert "publishing #1: std_msgs.msg.String(data='[a person, a mug]')" in out, out
+    status = cli.run(PROMPT_STATUS, timeout=60)
+    assert status.startswith("data: 'ok: prompt now ''[a person, a mug]'''"), status
+    assert cli.run("ros2 param get /owl_node prompt").strip() == (
+        "String value is: [a person, a mug]"
+    ), before

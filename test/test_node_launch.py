@@ -42,6 +42,10 @@ def test_launch_description_declares_its_arguments_and_the_node():
         "model",
         "large_images",
         "autostart",
+        "use_sim_time",
+        "log_level",
+        "target_frame",
+        "publish_markers",
     } <= declared
     context = LaunchContext()
     context.launch_configurations.update(
@@ -184,3 +188,34 @@ def test_launch_with_tracking_and_depth_as_readme_shows(ros2_cli, tiny_owlvit_di
         "/tracked/detections_3d",
     } <= topics, topics
     assert proc.interrupt() == 0
+
+
+README_LAUNCH_ROBOT = (
+    f"{LAUNCH} namespace:=sim use_sim_time:=true log_level:=debug target_frame:=base_link "
+    "publish_markers:=true publish_image_annotations:=true prompt_topic:=prompt "
+    "depth_topics:=depth"
+)
+
+
+def test_launch_with_sim_time_log_level_and_robot_outputs(ros2_cli, tiny_owlvit_dir, tiny_clip_dir):
+    """README's robot launch line: sim time and the log level reach the node, and so do the
+    robot outputs (their topics appear); a bad log_level is refused with one line."""
+    assert README_LAUNCH_ROBOT in " ".join(README.replace("\\\n", " ").split()), "README differs"
+    proc = ros2_cli.start(
+        README_LAUNCH_ROBOT + f" model:={tiny_owlvit_dir} clip_model:={tiny_clip_dir}"
+    )
+    ros2_cli.wait_for_node(proc, "/sim/owl_node")
+    get = "ros2 param get /sim/owl_node "
+    assert ros2_cli.run(get + "use_sim_time").strip() == "Boolean value is: True"
+    assert ros2_cli.run(get + "target_frame").strip() == "String value is: base_link"
+    topics = set(ros2_cli.run("ros2 topic list").split())
+    assert {"/sim/markers", "/sim/image_annotations", "/sim/prompt", "/tf", "/tf_static"} <= topics
+    assert "/sim/owl_node/prompt_status" in topics, topics
+    assert proc.interrupt() == 0
+    out = proc.output()
+    assert "[DEBUG]" in out and "Traceback" not in out, out[-3000:]
+    bad = ros2_cli.start(f"{LAUNCH} namespace:=bad_level log_level:=loud model:={tiny_owlvit_dir}")
+    code = bad.proc.wait(120)
+    out = bad.output()
+    assert code != 0 and "log_level 'loud': use one of debug, info, warn, error, fatal" in out, out
+    assert "Traceback" not in out, out

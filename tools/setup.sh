@@ -174,15 +174,18 @@ if [ -f "$extras_ws/install/local_setup.bash" ]; then
   fi
 fi
 
-# 5. The workspace: ros2_owl, plus the vision_msgs test fixture where no vision_msgs exists.
+# 5. The workspace: ros2_owl, plus each fallback interface package in test/fixtures/ where no
+#    real one exists (vision_msgs; foxglove_msgs' and tf2_msgs' messages, which have no wheel).
 paths=("$repo")
-# A vision_msgs found only inside our own .ws is the fixture from an earlier run, not a real one.
-found="$(python -c 'import vision_msgs; print(vision_msgs.__file__)' 2>/dev/null || true)"
-if [ -n "$found" ] && [[ "$found" != "$ws"/* ]]; then
-  log "vision_msgs found at $found: not building the test fixture"
-else
-  paths+=("$repo/test/fixtures/vision_msgs")
-fi
+for pkg in vision_msgs foxglove_msgs tf2_msgs; do
+  # A package found only inside our own .ws is the fallback from an earlier run, not a real one.
+  found="$(python -c "import $pkg; print($pkg.__file__)" 2>/dev/null || true)"
+  if [ -n "$found" ] && [[ "$found" != "$ws"/* ]]; then
+    log "$pkg found at $found: not building the fallback in test/fixtures"
+  else
+    paths+=("$repo/test/fixtures/$pkg")
+  fi
+done
 log "colcon build (${#paths[@]} package paths)"
 (cd "$repo" && colcon --log-base "$ws/log" build --base-paths "${paths[@]}" \
     --build-base "$ws/build" --install-base "$ws/install" --merge-install --symlink-install \

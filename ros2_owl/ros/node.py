@@ -7,7 +7,9 @@ at construction, as a plain node starts. The node owns its parts: the FrameSessi
 prompt, tracker, stats; runtime/session.py) from configure, the FramePipeline (threads;
 ros/pipeline.py) while active, the NodeMonitor (diagnostics, warnings; ros/node_monitoring.py)
 and the PromptController (the live state's one write path: parameters, services, the page;
-ros/live_state.py).
+ros/live_state.py); the robot outputs and ~/detect come in through ros/robot_hooks.py.
+About 420 lines: the state machine's transitions and what each one creates or frees belong
+together, so a reader sees in one place what every state holds.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import time
 from typing import Any
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.timer import Timer
 from sensor_msgs.msg import CompressedImage, Image
@@ -43,6 +45,7 @@ from ros2_owl.ros.live_state import PromptChange, PromptController
 from ros2_owl.ros.node_monitoring import NodeMonitor
 from ros2_owl.ros.params import declare_parameters, read_settings
 from ros2_owl.ros.pipeline import FrameOutputs, FramePipeline, Live
+from ros2_owl.ros.robot_hooks import make_robot_outputs, start_detect_service
 from ros2_owl.ros.spatial import DepthInput, subscribe_depth
 from ros2_owl.ros.startup import StartupError, init_ros
 from ros2_owl.runtime.session import FrameSession, load_predictor, load_segmenter
@@ -87,6 +90,7 @@ class OwlNode(LifecycleNode):
         self._guard = CallbackGuard(self.get_logger())  # no callback exception ends spin()
         self.monitor = NodeMonitor(self, self._guard)  # diagnostics, warnings
         self._quiet_configure = False  # autostart: main() prints the one line instead
+        self._detect = None  # ~/detect (ros/detect_service.py), made with the other services
         self.last_error = ""
         try:
             declare_parameters(self)
@@ -106,6 +110,7 @@ class OwlNode(LifecycleNode):
         services["register_query"] = (RegisterQuery, self.prompts.srv_register_query)
         for name, (kind, handler) in services.items():
             self.create_service(kind, f"~/{name}", g.service(name, handler))
+        self._detect = start_detect_service(self)
 
     def start(self) -> str:
         """configure + activate (autostart); returns why it failed, or '' when active."""
@@ -137,6 +142,11 @@ class OwlNode(LifecycleNode):
     def depth_inputs(self) -> dict[int, DepthInput]:
         """camera index -> its depth input (empty without depth_topics)."""
         return self._outputs.depth
+
+    @property
+    def robot_outputs(self):
+        """target frame, markers, annotations, prompt topic (ros/robot_outputs.py) or None."""
+        return self._outputs.robot
 
     @property
     def settings(self) -> Settings:
@@ -182,7 +192,7 @@ class OwlNode(LifecycleNode):
             live = self.prompts.prepare(s)
         except (PromptError, ValueError) as exc:
             raise ConfigureError(f"prompt parameter: {caret_message(s.prompt, exc)}") from exc
-        self._outputs = FrameOutputs()
+        self._outputs = FrameOutputs(robot=make_robot_outputs(self, s, ConfigureError))
         self.cameras = [self._make_camera(i, t, prefixes[i]) for i, t in enumerate(s.image_topics)]
         self.monitor.open()
         self.prompts.commit(live)
@@ -283,6 +293,10 @@ class OwlNode(LifecycleNode):
         self._stop_frames()
         if self._outputs.web is not None:
             self._outputs.web.stop()
+        if self._outputs.robot is not None:
+            self._outputs.robot.close()
+        if self._detect is not None:
+            self._detect.frames.clear()
         self._outputs = FrameOutputs()
         for cam in self.cameras:
             for pub in cam.publishers.values():
@@ -330,6 +344,8 @@ class OwlNode(LifecycleNode):
         for name, (kind, qos) in outputs.items():
             topic_name = output_topic(prefix, name)
             cam.publishers[name] = self.create_lifecycle_publisher(kind, topic_name, qos)
+        if self._outputs.robot is not None:  # markers, image_annotations (opt-in)
+            self._outputs.robot.add_camera(self, cam, output_topic)
         return cam
 
     def _start_web(self, s: Settings) -> None:
@@ -348,6 +364,8 @@ class OwlNode(LifecycleNode):
     def _on_frame(self, cam: Camera, msg) -> None:
         now = time.monotonic()
         cam.stats.frame_received(now)
+        if self._detect is not None:  # ~/detect runs on the newest frame, rate limit or not
+            self._detect.frames.put(cam.index, msg)
         rate = self.prompts.live.settings.max_rate
         if rate > 0 and now - cam.last_accepted < 1.0 / rate:
             cam.stats.frame_rate_limited()
@@ -361,6 +379,8 @@ class OwlNode(LifecycleNode):
         if getattr(self, "_pipeline", None) is not None:
             self._pipeline.stop()
             self._pipeline = None
+        if getattr(self, "_detect", None) is not None:
+            self._detect.close()
         web = getattr(self, "_outputs", None) and self._outputs.web
         if web is not None:
             web.stop()
@@ -383,7 +403,9 @@ def main(args: list[str] | None = None) -> int:
                 "unconfigured (autostart: false): waiting for `ros2 lifecycle set "
                 f"{node.get_fully_qualified_name()} configure`"
             )
-        executor = SingleThreadedExecutor()
+        # the node's callbacks share its default (mutually exclusive) group, so they still run
+        # one at a time; only ~/detect's reentrant group runs beside them while it waits
+        executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -72,6 +72,9 @@ class NodeMonitor:
         depth = self._node.depth_inputs.get(cam.index)
         if depth is not None:
             extra.update(depth.values())
+        robot = self._node.robot_outputs
+        if robot is not None:
+            extra.update(robot.values(cam.index))
         return extra
 
     def publish(self) -> None:

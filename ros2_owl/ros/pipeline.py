@@ -46,6 +46,7 @@ class FrameOutputs:
 
     depth: dict[int, DepthInput] = field(default_factory=dict)  # camera index -> depth input
     web: Any = None  # ros.web_bridge.WebBridge when the live page is on
+    robot: Any = None  # ros.robot_outputs.RobotOutputs: target frame, markers, annotations
 
 
 @dataclass
@@ -144,14 +145,19 @@ class FramePipeline:
         pubs = cam.publishers
         tracking = self._session.tracking is not None
         pubs["detections"].publish(messages.detection_array(result, header, tracking))
-        depth = out.depth.get(cam.index)
+        depth, msg_3d = out.depth.get(cam.index), None
         if depth is not None:  # unpaired frames are only counted by the depth input
             dets = result.detections
             masks = [d.mask.mask if d.mask else None for d in dets]
             boxes_3d = depth.boxes_3d(header, [d.box for d in dets], result.image_size, masks)
             if boxes_3d is not None:
-                msg = detection_3d_array(result, boxes_3d, header, tracking)
-                pubs["detections_3d"].publish(msg)
+                msg_3d = detection_3d_array(result, boxes_3d, header, tracking)
+                if out.robot is not None:  # into target_frame; None: skipped (no transform)
+                    msg_3d = out.robot.to_target(cam.index, msg_3d)
+                if msg_3d is not None:
+                    pubs["detections_3d"].publish(msg_3d)
+        if out.robot is not None:
+            out.robot.frame_done(cam, result, header, msg_3d, tracking, live.settings.prompt)
         pubs["tree"].publish(messages.tree_array(result, header))
         masks = messages.mask_image(result, header)
         if masks is not None:  # prompts with {mask} labels: every frame, found or not

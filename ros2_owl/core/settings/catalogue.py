@@ -14,6 +14,7 @@ from .node import (
     InputSettings,
     NodeSettings,
     OutputSettings,
+    RobotSettings,
     TrackingSettings,
     WebSettings,
 )
@@ -32,12 +33,14 @@ SETTINGS: tuple[Setting, ...] = (
     + settings_of(WebSettings)
     + settings_of(TrackingSettings)
     + settings_of(DepthSettings)
+    + settings_of(RobotSettings)
 )
 SCHEMA: dict[str, Setting] = {s.name: s for s in SETTINGS}
 
 
 @dataclass(frozen=True)
 class Settings(
+    RobotSettings,
     DepthSettings,
     TrackingSettings,
     WebSettings,

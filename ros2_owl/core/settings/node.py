@@ -1,5 +1,5 @@
 """The node's own settings: lifecycle start, camera inputs, outputs and reports, the live page,
-track ids and 3D boxes from depth."""
+track ids, 3D boxes from depth and the robot outputs."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ __all__ = [
     "InputSettings",
     "NodeSettings",
     "OutputSettings",
+    "RobotSettings",
     "TrackingSettings",
     "WebSettings",
 ]
@@ -168,4 +169,45 @@ class DepthSettings:
         "Seconds a depth frame may be older than the colour frame it is paired with.",
         live=False,
         range=(0.0, 10.0),
+    )
+
+
+TRANSFORM_MISSING = ("untransformed", "skip")
+
+
+@dataclass(frozen=True)
+class RobotSettings:
+    """What a robot team wires next: RViz, Foxglove, target frame, prompt topic
+    (ros/robot_outputs.py)."""
+
+    publish_markers: bool = setting(
+        False,
+        "Publish markers (visualization_msgs/MarkerArray) for RViz: a box and a label per 3D "
+        "detection (needs depth_topics), ids kept with tracking, DELETEALL on a prompt change.",
+        live=False,
+    )
+    publish_image_annotations: bool = setting(
+        False,
+        "Publish image_annotations (foxglove_msgs/ImageAnnotations) stamped like the input "
+        "image: boxes and 'label score' texts, nested ones too, for Foxglove's image panel.",
+        live=False,
+    )
+    target_frame: str = setting(
+        "",
+        "Frame that detections_3d and markers are given in (e.g. base_link, map), transformed "
+        "with /tf and /tf_static at the image stamp; '' = the camera's own frame.",
+        live=False,
+    )
+    transform_missing: str = setting(
+        TRANSFORM_MISSING[0],
+        "When no transform to target_frame exists at a frame's stamp: 'untransformed' publishes "
+        "it in the camera frame, 'skip' publishes no 3D for it; counted in diagnostics.",
+        live=False,
+        choices=TRANSFORM_MISSING,
+    )
+    prompt_topic: str = setting(
+        "",
+        "std_msgs/String topic that sets the prompt like ~/set_prompt (e.g. 'prompt', for "
+        "Foxglove's Publish panel); answers on ~/prompt_status. '' = none.",
+        live=False,
     )
