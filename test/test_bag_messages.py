@@ -77,7 +77,9 @@ def _bag_fields(type_name: str) -> list[tuple[str, str]]:
     def spell(desc) -> str:
         kind, detail = desc
         if kind == Nodetype.BASE:
-            return {"float64": "double", "float32": "float"}.get(detail[0], detail[0])
+            return {"float64": "double", "float32": "float", "bool": "boolean"}.get(
+                detail[0], detail[0]
+            )
         if kind == Nodetype.NAME:
             package, _, name = detail.split("/")
             return f"{package}/{name}"
