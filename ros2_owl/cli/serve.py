@@ -55,9 +55,9 @@ def cmd_serve(args) -> int:
     args.prompt = args.prompt or DEMO_PROMPT
     try:
         settings = settings_of(args)
-        predictor = load_predictor(settings, upgrade=settings.backend_upgrade)
-        if predictor.upgrade is not None:  # a server runs long enough: upgrade while serving
-            predictor.upgrade.start()
+        # serve measures backend auto before serving (backend_upgrade is the node's and
+        # detect's): an upgrade running beside the page's frames stalled them in CI
+        predictor = load_predictor(settings, upgrade="wait")
         # --track: one camera's frames
         session = FrameSession.from_settings(settings, predictor=predictor)
         return web_serve.run(args, session, source, args.prompt)
