@@ -100,6 +100,7 @@ class OwlNode(LifecycleNode):
         self.prompts = PromptController(self, read_settings(self))  # the live state
         g = self._guard
         self.prompts.watch_parameters(g)
+        self._detect = start_detect_service(self)  # before autostart: "ready" ends the start
         if self.prompts.live.settings.autostart:
             reason = self.start()
             if reason:
@@ -110,7 +111,6 @@ class OwlNode(LifecycleNode):
         services["register_query"] = (RegisterQuery, self.prompts.srv_register_query)
         for name, (kind, handler) in services.items():
             self.create_service(kind, f"~/{name}", g.service(name, handler))
-        self._detect = start_detect_service(self)
 
     def start(self) -> str:
         """configure + activate (autostart); returns why it failed, or '' when active."""
