@@ -166,6 +166,16 @@ def test_track_ids_persist_and_the_tree_carries_them(spatial):
 
 def test_unpaired_frames_still_publish_2d_and_are_counted(spatial):
     spatial.frame_3d()  # depth and intrinsics known
+    topic = f"{NS}/cam/image"
+    spatial.diag.clear()  # a status sent before that frame was paired would count nothing yet
+
+    def paired(diag):
+        values = camera_values(diag, topic)
+        return values is not None and int(values.get("frames_paired_with_depth", 0)) >= 1
+
+    before = int(
+        camera_values(spatial.diag.wait_for(paired, timeout=15), topic)["frames_without_depth"]
+    )
     spatial.stamp += 100
     stamp = spatial.stamp  # no depth near this stamp
     msg = image_msg(scene(W, H, seed=0), stamp, frame_id=OPTICAL)
@@ -175,10 +185,10 @@ def test_unpaired_frames_still_publish_2d_and_are_counted(spatial):
     assert result.detections  # the colour path does not wait for depth
 
     def counted(diag):
-        values = camera_values(diag, f"{NS}/cam/image")
-        return values is not None and int(values.get("frames_without_depth", 0)) >= 1
+        values = camera_values(diag, topic)
+        return values is not None and int(values.get("frames_without_depth", 0)) > before
 
-    values = camera_values(spatial.diag.wait_for(counted, timeout=15), f"{NS}/cam/image")
+    values = camera_values(spatial.diag.wait_for(counted, timeout=15), topic)
     assert int(values["active_tracks"]) >= 1
     assert int(values["frames_paired_with_depth"]) >= 1
     assert int(values["detections_without_3d"]) == 0

@@ -166,6 +166,10 @@ class BackgroundUpgrade:
     def join(self, timeout: float | None = None) -> bool:
         return self.done.wait(timeout)
 
+    def running(self) -> bool:
+        """Started and not finished: its thread may be inside torch (an export)."""
+        return self._thread is not None and not self.done.is_set()
+
     def _run(self) -> None:
         try:
             errors: list[BaseException] = []

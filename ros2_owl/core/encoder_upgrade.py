@@ -145,3 +145,9 @@ def cancel_upgrade(predictor) -> None:
     """Adopt nothing more into this predictor (cleanup, shutdown)."""
     if predictor is not None and predictor.upgrade is not None:
         predictor.upgrade.cancel()
+
+
+def upgrade_running(predictor) -> bool:
+    """Whether this predictor's upgrade thread is still at work (an export, a measurement)."""
+    upgrade = getattr(predictor, "upgrade", None)
+    return upgrade is not None and upgrade.running()

@@ -1,8 +1,8 @@
 """~/detect: a prompt run once on the newest frame of one camera, beside the stream.
 
 The streaming prompt is never touched: a request gets its own encoded prompt and its own result.
-The service callback runs in its own reentrant callback group (the node spins a multi-threaded
-executor), hands the request to one worker thread and waits for it with the request's timeout;
+The service callback runs in a DetachedCallbackGroup (OwlExecutor runs it beside the node's other
+callbacks), hands the request to one worker thread and waits for it with the request's timeout;
 the model runs on that worker, taking turns with the frame pipeline through the session's
 encoder lock. It calls the predictor, not FrameSession.process: a one-shot result must not
 enter the camera's tracks or frame counters.
@@ -15,11 +15,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
-from rclpy.callback_groups import ReentrantCallbackGroup
-
 from ros2_owl.core.prompt import PromptError, caret_message
 from ros2_owl.io.images import ImageConversionError, message_to_rgb
 from ros2_owl.ros import messages
+from ros2_owl.ros.executor import DetachedCallbackGroup
 from ros2_owl.ros.guard import one_line
 from ros2_owl.ros.spatial import detection_3d_array
 from ros2_owl.ros.web_bridge import select_camera
@@ -77,11 +76,11 @@ class DetectService:
             Detect,
             "~/detect",
             node._guard.service("detect", self.handle),
-            callback_group=ReentrantCallbackGroup(),
+            callback_group=DetachedCallbackGroup(),
         )
 
     def handle(self, req: Detect.Request, resp: Detect.Response) -> Detect.Response:
-        """Executor thread (reentrant group): validate, queue, wait; never runs the model."""
+        """A detached thread (OwlExecutor): validate, queue, wait; never runs the model."""
         answer = self._answer(req)
         resp.success, resp.message = answer.success, answer.message
         if answer.success:

@@ -8,7 +8,7 @@ prompt, tracker, stats; runtime/session.py) from configure, the FramePipeline (t
 ros/pipeline.py) while active, the NodeMonitor (diagnostics, warnings; ros/node_monitoring.py)
 and the PromptController (the live state's one write path: parameters, services, the page;
 ros/live_state.py); the robot outputs and ~/detect come in through ros/robot_hooks.py.
-About 420 lines: the state machine's transitions and what each one creates or frees belong
+About 430 lines: the state machine's transitions and what each one creates or frees belong
 together, so a reader sees in one place what every state holds.
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import os
 import signal
 import sys
 import threading
@@ -23,12 +24,12 @@ import time
 from typing import Any
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.timer import Timer
 from sensor_msgs.msg import CompressedImage, Image
 
-from ros2_owl.core.encoder_upgrade import cancel_upgrade, start_upgrade
+from ros2_owl.core.encoder_upgrade import cancel_upgrade, start_upgrade, upgrade_running
 from ros2_owl.core.predictor import TreePredictor
 from ros2_owl.core.prompt import PromptError, caret_message
 from ros2_owl.core.settings import Settings
@@ -40,6 +41,8 @@ from ros2_owl.ros.cameras import (
     output_publishers,
     output_topic,
 )
+from ros2_owl.ros.detect_service import MAX_WAITING
+from ros2_owl.ros.executor import OwlExecutor
 from ros2_owl.ros.guard import CallbackGuard, one_line
 from ros2_owl.ros.live_state import PromptChange, PromptController
 from ros2_owl.ros.node_monitoring import NodeMonitor
@@ -403,9 +406,8 @@ def main(args: list[str] | None = None) -> int:
                 "unconfigured (autostart: false): waiting for `ros2 lifecycle set "
                 f"{node.get_fully_qualified_name()} configure`"
             )
-        # the node's callbacks share its default (mutually exclusive) group, so they still run
-        # one at a time; only ~/detect's reentrant group runs beside them while it waits
-        executor = MultiThreadedExecutor(num_threads=4)
+        # callbacks run on this thread; only ~/detect's waits run beside it (ros/executor.py)
+        executor = OwlExecutor(detached_threads=MAX_WAITING + 1)
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
@@ -414,8 +416,16 @@ def main(args: list[str] | None = None) -> int:
         # Ctrl-C under `ros2 launch` reaches the node twice (from the terminal and forwarded by
         # launch): a second SIGINT must not interrupt the teardown with a KeyboardInterrupt.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        predictor = node.predictor if node is not None else None
+        cancel_upgrade(predictor)
         if node is not None:
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+        if upgrade_running(predictor):
+            # its thread is inside torch (an ONNX export): the interpreter's exit would abort
+            # the process ("terminate called"); the export writes to a temporary directory
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
     return 0
