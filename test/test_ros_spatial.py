@@ -1,4 +1,5 @@
-"""ros/spatial.py: depth Image / CameraInfo messages in, Detection3DArray out (no DDS needed)."""
+"""ros/spatial.py: depth Image / CameraInfo messages into the session's CameraDepth,
+Detection3DArray out (no DDS needed)."""
 
 from __future__ import annotations
 
@@ -87,25 +88,19 @@ def test_camera_info_topic_beside_the_image():
     assert camera_info_topic("image") == "camera_info"
 
 
-def test_depth_input_pairs_computes_and_counts():
-    from ros2_owl.ros.spatial import DepthInput
+def test_depth_and_camera_info_messages_feed_the_camera_depth():
+    """What subscribe_depth's callbacks hand over: the stamp, the message, and intrinsics."""
+    from ros2_owl.ros.spatial import depth_to_array, intrinsics_from_camera_info, stamp_ns
+    from ros2_owl.runtime.spatial import CameraDepth
 
-    depth = DepthInput(tolerance_s=0.05)
-    boxes = [PERSON.box, FACE.box, (0.0, 0.0, 10.0, 10.0)]
-    plane = np.full((H, W), 2000, np.uint16)
-    plane[:12, :12] = 0  # no depth under the third box
-    depth.on_depth(depth_image(plane, "16UC1", stamp=(5, 0)))
-    assert depth.boxes_3d(header(5, 10_000_000), boxes, (W, H)) is None  # no CameraInfo yet
-    depth.on_camera_info(camera_info([0.0] * 9))  # unusable K: counted as a problem, not kept
-    depth.on_camera_info(camera_info())
-    person, face, none = depth.boxes_3d(header(5, 20_000_000), boxes, (W, H))
-    assert person.center == pytest.approx(((79.5 - 79.5) * 2 / 100, (59.5 - 59.5) * 2 / 100, 2.0))
-    assert face is not None and none is None
-    assert depth.boxes_3d(header(6), boxes, (W, H)) is None  # depth 1 s older: unpaired
-    values = depth.values()
-    assert values["frames_paired_with_depth"] == 2 and values["frames_without_depth"] == 1
-    assert values["frames_without_camera_info"] == 1 and values["detections_without_3d"] == 1
-    assert values["depth_frames_received"] == 1 and "focal" in values["last_depth_problem"]
+    depth = CameraDepth(tolerance_s=0.05, to_array=depth_to_array)
+    msg = depth_image(np.full((H, W), 2000, np.uint16), "16UC1", stamp=(5, 0))
+    depth.add_depth(stamp_ns(msg.header.stamp), msg)
+    with pytest.raises(ValueError, match="focal"):
+        intrinsics_from_camera_info(camera_info([0.0] * 9))
+    depth.set_intrinsics(intrinsics_from_camera_info(camera_info()))
+    (person,) = depth.boxes_3d(stamp_ns(header(5, 20_000_000).stamp), [PERSON.box], (W, H))
+    assert person.center == pytest.approx((0.0, 0.0, 2.0))
 
 
 def test_detection_3d_array_has_the_2d_ids_labels_and_header():

@@ -89,6 +89,8 @@ class TreeResult:
     image_classifications: tuple[Classification, ...] = ()
     dropped_regions: int = 0
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # core.depth.Box3D (or None) per detection once depth paired this frame; None = no 3D
+    boxes_3d: tuple[Any, ...] | None = None
 
     def by_id(self, detection_id: int) -> Detection:
         """The detection with this id (KeyError when absent)."""

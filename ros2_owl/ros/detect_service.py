@@ -20,7 +20,7 @@ from ros2_owl.io.images import ImageConversionError, message_to_rgb
 from ros2_owl.ros import messages
 from ros2_owl.ros.executor import DetachedCallbackGroup
 from ros2_owl.ros.guard import one_line
-from ros2_owl.ros.spatial import detection_3d_array
+from ros2_owl.ros.spatial import detection_3d_array, stamp_ns
 from ros2_owl.ros.web_bridge import select_camera
 from ros2_owl.srv import Detect
 
@@ -142,12 +142,10 @@ class DetectService:
 
     def _boxes_3d(self, cam, result, header):
         """Detection3DArray for this frame when the camera has depth (in target_frame if set)."""
-        depth = self._node.depth_inputs.get(cam.index)
-        if depth is None:
+        session = self._node.session
+        if session is None:
             return None
-        dets = result.detections
-        masks = [d.mask.mask if d.mask else None for d in dets]
-        boxes = depth.boxes_3d(header, [d.box for d in dets], result.image_size, masks)
+        boxes = session.boxes_3d(cam.resolved_topic, stamp_ns(header.stamp), result)
         if boxes is None:
             return None
         msg = detection_3d_array(result, boxes, header, False)

@@ -49,9 +49,10 @@ from ros2_owl.ros.node_monitoring import NodeMonitor
 from ros2_owl.ros.params import declare_parameters, read_settings
 from ros2_owl.ros.pipeline import FrameOutputs, FramePipeline, Live
 from ros2_owl.ros.robot_hooks import make_robot_outputs, start_detect_service
-from ros2_owl.ros.spatial import DepthInput, subscribe_depth
+from ros2_owl.ros.spatial import depth_to_array, subscribe_depth
 from ros2_owl.ros.startup import StartupError, init_ros
 from ros2_owl.runtime.session import FrameSession, load_predictor, load_segmenter
+from ros2_owl.runtime.spatial import CameraDepth
 from ros2_owl.srv import RegisterQuery, SetPrompt
 
 __all__ = ["OwlNode", "PromptChange", "StartupError", "main"]
@@ -142,9 +143,10 @@ class OwlNode(LifecycleNode):
         return self.session.predictor if self.session is not None else None
 
     @property
-    def depth_inputs(self) -> dict[int, DepthInput]:
-        """camera index -> its depth input (empty without depth_topics)."""
-        return self._outputs.depth
+    def depth_inputs(self) -> dict[int, CameraDepth]:
+        """camera index -> its depth input in the session (empty without depth_topics)."""
+        depth = self.session.depth if self.session is not None else {}
+        return {c.index: depth[c.resolved_topic] for c in self.cameras if c.resolved_topic in depth}
 
     @property
     def robot_outputs(self):
@@ -157,7 +159,9 @@ class OwlNode(LifecycleNode):
 
     @property
     def phase(self) -> str:
-        """unconfigured, inactive, active or finalized."""
+        """unconfigured, inactive, active or finalized: what the node holds, set once a
+        transition's work is done (rclpy's own state is private, and mid-transition it reads
+        'configuring' etc. while services must still answer for what the node holds)."""
         return self._phase
 
     # ----- lifecycle transitions --------------------------------------------------------------
@@ -232,12 +236,11 @@ class OwlNode(LifecycleNode):
                     msg_type, cam.topic, lambda m, c=cam, f=on_frame: f(c, m), qos
                 )
             )
-            if cam.index in self._outputs.depth:
+            depth = self.session.depth.get(cam.resolved_topic)
+            if depth is not None:
                 info = s.camera_info_topics[cam.index] if s.camera_info_topics else None
                 depth_topic = s.depth_topics[cam.index]
-                handles += subscribe_depth(
-                    self, cam, self._outputs.depth[cam.index], depth_topic, info, qos
-                )
+                handles += subscribe_depth(self, cam, depth, depth_topic, info, qos)
         handles.append(
             self.create_timer(s.diagnostics_period, g.call("diagnostics", self.monitor.publish))
         )
@@ -343,7 +346,7 @@ class OwlNode(LifecycleNode):
         )
         outputs = output_publishers(with_depth=bool(s.depth_topics))
         if s.depth_topics:
-            self._outputs.depth[index] = DepthInput(s.depth_tolerance)
+            self.session.add_depth(resolved, CameraDepth(s.depth_tolerance, depth_to_array))
         for name, (kind, qos) in outputs.items():
             topic_name = output_topic(prefix, name)
             cam.publishers[name] = self.create_lifecycle_publisher(kind, topic_name, qos)

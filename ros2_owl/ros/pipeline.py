@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ros2_owl.core.draw import draw_result
@@ -20,7 +20,7 @@ from ros2_owl.io.images import ImageConversionError, message_to_rgb
 from ros2_owl.ros import messages
 from ros2_owl.ros.cameras import Camera
 from ros2_owl.ros.messages import rgb_to_image_msg
-from ros2_owl.ros.spatial import DepthInput, detection_3d_array
+from ros2_owl.ros.spatial import detection_3d_array, stamp_ns
 from ros2_owl.runtime.session import FrameSession, ProcessedFrame, SessionFrame
 from ros2_owl.runtime.slots import NewestSlots
 
@@ -44,7 +44,6 @@ class Live:
 class FrameOutputs:
     """What a processed frame feeds besides its camera's publishers (each one optional)."""
 
-    depth: dict[int, DepthInput] = field(default_factory=dict)  # camera index -> depth input
     web: Any = None  # ros.web_bridge.WebBridge when the live page is on
     robot: Any = None  # ros.robot_outputs.RobotOutputs: target frame, markers, annotations
 
@@ -128,7 +127,10 @@ class FramePipeline:
                 item.camera.stats.frame_bad(str(exc))
                 self._warn(item.camera, f"dropped a bad frame: {exc}")
                 continue
-            frames.append((item, SessionFrame(item.camera.resolved_topic, image, item.received)))
+            stamp = stamp_ns(item.msg.header.stamp)  # pairs the frame with depth
+            frames.append(
+                (item, SessionFrame(item.camera.resolved_topic, image, item.received, stamp))
+            )
         if not frames:
             return
         done = self._session.process([f for _, f in frames], live.state, live.config)
@@ -145,17 +147,13 @@ class FramePipeline:
         pubs = cam.publishers
         tracking = self._session.tracking is not None
         pubs["detections"].publish(messages.detection_array(result, header, tracking))
-        depth, msg_3d = out.depth.get(cam.index), None
-        if depth is not None:  # unpaired frames are only counted by the depth input
-            dets = result.detections
-            masks = [d.mask.mask if d.mask else None for d in dets]
-            boxes_3d = depth.boxes_3d(header, [d.box for d in dets], result.image_size, masks)
-            if boxes_3d is not None:
-                msg_3d = detection_3d_array(result, boxes_3d, header, tracking)
-                if out.robot is not None:  # into target_frame; None: skipped (no transform)
-                    msg_3d = out.robot.to_target(cam.index, msg_3d)
-                if msg_3d is not None:
-                    pubs["detections_3d"].publish(msg_3d)
+        msg_3d = None
+        if result.boxes_3d is not None:  # the session paired depth (unpaired: only counted)
+            msg_3d = detection_3d_array(result, result.boxes_3d, header, tracking)
+            if out.robot is not None:  # into target_frame; None: skipped (no transform)
+                msg_3d = out.robot.to_target(cam.index, msg_3d)
+            if msg_3d is not None:
+                pubs["detections_3d"].publish(msg_3d)
         if out.robot is not None:
             out.robot.frame_done(cam, result, header, msg_3d, tracking, live.settings.prompt)
         pubs["tree"].publish(messages.tree_array(result, header))

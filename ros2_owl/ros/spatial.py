@@ -1,24 +1,23 @@
-"""Depth + CameraInfo inputs of one camera and the Detection3DArray they give (maths: depth.py).
+"""The ROS side of 3D: depth Image and CameraInfo messages into the session's CameraDepth
+(runtime/spatial.py: pairing, counters), and the Detection3DArray a result's 3D boxes give.
 
-Depth messages are stored as they arrive (executor thread) and converted only when the
-inference worker pairs one with a colour frame, so unpaired depth costs no copy.
+Depth messages are handed over as they arrive (executor thread); `depth_to_array` converts one
+only when the inference worker pairs it with a colour frame, so unpaired depth costs no copy.
 """
 
 from __future__ import annotations
 
 import sys
-import threading
 
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image
 from vision_msgs.msg import Detection3D, Detection3DArray, ObjectHypothesisWithPose
 
-from ros2_owl.core.depth import DEPTH_ENCODINGS, Box3D, DepthConfig, DepthPairer, PinholeIntrinsics
-from ros2_owl.core.depth import boxes_3d as compute_boxes_3d
+from ros2_owl.core.depth import DEPTH_ENCODINGS, PinholeIntrinsics
 from ros2_owl.ros.messages import detection_id
+from ros2_owl.runtime.spatial import CameraDepth
 
 __all__ = [
-    "DepthInput",
     "camera_info_topic",
     "depth_to_array",
     "detection_3d_array",
@@ -66,77 +65,6 @@ def intrinsics_from_camera_info(msg) -> PinholeIntrinsics:
     return PinholeIntrinsics.from_k(list(msg.k), int(msg.width), int(msg.height))
 
 
-class DepthInput:
-    """One camera's depth frames and intrinsics, with the counters diagnostics report."""
-
-    def __init__(self, tolerance_s: float, config: DepthConfig | None = None, history: int = 8):
-        self.pairer: DepthPairer = DepthPairer(int(round(tolerance_s * 1e9)), history)
-        self.config = config or DepthConfig()
-        self._intrinsics: PinholeIntrinsics | None = None
-        self._lock = threading.Lock()
-        self.depth_frames = 0
-        self.no_camera_info = 0  # colour frames paired with depth but without CameraInfo yet
-        self.bad_depth = 0  # paired depth frames that could not be read
-        self.no_3d = 0  # detections without a 3D box (too few valid depth pixels)
-        self.last_problem = ""
-
-    def on_depth(self, msg) -> None:
-        """Executor thread: keep the message for pairing (converted only when used)."""
-        with self._lock:
-            self.depth_frames += 1
-        self.pairer.add(stamp_ns(msg.header.stamp), msg)
-
-    def on_camera_info(self, msg) -> None:
-        """Executor thread: the newest usable intrinsics (an unusable K is counted, not kept)."""
-        try:
-            intrinsics = intrinsics_from_camera_info(msg)
-        except ValueError as exc:
-            with self._lock:
-                self.last_problem = f"camera_info: {exc}"
-            return
-        with self._lock:
-            self._intrinsics = intrinsics
-
-    def boxes_3d(self, header, boxes, image_size, masks=None) -> list[Box3D | None] | None:
-        """Worker: 3D boxes for this colour frame, or None when no depth/intrinsics pair it
-        (depth over each box's instance mask where `masks` has one)."""
-        depth_msg = self.pairer.pair(stamp_ns(header.stamp))
-        if depth_msg is None:
-            return None
-        with self._lock:
-            intrinsics = self._intrinsics
-        if intrinsics is None:
-            with self._lock:
-                self.no_camera_info += 1
-            return None
-        try:
-            depth, encoding = depth_to_array(depth_msg)
-            out = compute_boxes_3d(
-                boxes, depth, encoding, intrinsics.scaled_to(*image_size), self.config, masks
-            )
-        except ValueError as exc:
-            with self._lock:
-                self.bad_depth += 1
-                self.last_problem = f"depth: {exc}"
-            return None
-        with self._lock:
-            self.no_3d += sum(1 for box in out if box is None)
-        return out
-
-    def values(self) -> dict[str, int | str]:
-        """Counters for the camera's diagnostics status."""
-        with self._lock:
-            return {
-                "depth_frames_received": self.depth_frames,
-                "frames_paired_with_depth": self.pairer.paired,
-                "frames_without_depth": self.pairer.unpaired,
-                "frames_without_camera_info": self.no_camera_info,
-                "depth_frames_bad": self.bad_depth,
-                "detections_without_3d": self.no_3d,
-                "last_depth_problem": self.last_problem or "none",
-            }
-
-
 def detection_3d_array(result, boxes, header, tracking: bool) -> Detection3DArray:
     """Detections that got a 3D box, with the ids and label text/score of the 2D message."""
     out = Detection3DArray(header=header)
@@ -160,11 +88,21 @@ def detection_3d_array(result, boxes, header, tracking: bool) -> Detection3DArra
     return out
 
 
-def subscribe_depth(node, cam, depth: DepthInput, depth_topic, info_topic, in_qos) -> list:
-    """The depth and CameraInfo subscriptions feeding one camera's DepthInput (`info_topic`
+def subscribe_depth(node, cam, depth: CameraDepth, depth_topic, info_topic, in_qos) -> list:
+    """The depth and CameraInfo subscriptions feeding one camera's CameraDepth (`info_topic`
     None: the `camera_info` beside the image topic); returned so deactivate can remove them."""
     info_topic = info_topic or camera_info_topic(cam.topic)
+
+    def on_depth(msg) -> None:
+        depth.add_depth(stamp_ns(msg.header.stamp), msg)
+
+    def on_camera_info(msg) -> None:
+        try:  # an unusable K is reported, the last good intrinsics kept
+            depth.set_intrinsics(intrinsics_from_camera_info(msg))
+        except ValueError as exc:
+            depth.intrinsics_problem(f"camera_info: {exc}")
+
     return [
-        node.create_subscription(Image, depth_topic, depth.on_depth, in_qos),
-        node.create_subscription(CameraInfo, info_topic, depth.on_camera_info, in_qos),
+        node.create_subscription(Image, depth_topic, on_depth, in_qos),
+        node.create_subscription(CameraInfo, info_topic, on_camera_info, in_qos),
     ]

@@ -1,8 +1,9 @@
 """The one frame path: settings give the predictor, queries, prompt and tracker; frames give results.
 
 Every front end (the node, `serve`, `bag`, `video`, `detect`) builds a FrameSession and hands it
-frames with `process`; what happens to a result after the model (track ids today) is a list of
-steps, FRAME_STEPS, so a new per-frame step is one edit that every front end runs.
+frames with `process`; what happens to a result after the model (masks, track ids, 3D boxes
+from the camera's depth) is a list of steps, FRAME_STEPS, so a new per-frame step is one edit
+that every front end runs.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..core.preprocess import load_image
 from ..core.prompt import parse_prompt
 from ..core.results import TreeResult
 from ..core.tracking import Tracking, TrackingConfig
+from .spatial import CameraDepth
 from .stats import CameraStats
 
 __all__ = [
@@ -43,6 +45,7 @@ class SessionFrame:
     camera: str  # the camera's name: tracks and stats are kept per camera
     image: np.ndarray  # HxWx3 uint8 RGB
     received: float | None = None  # monotonic time it arrived (latency; None = now)
+    stamp_ns: int | None = None  # capture stamp: pairs the frame with depth (None = no 3D)
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,15 @@ def track_step(session: FrameSession, frame: SessionFrame, result: TreeResult) -
     return result if session.tracking is None else session.tracking.update(frame.camera, result)
 
 
-FRAME_STEPS: list[FrameStep] = [segment_step, track_step]  # in order, every front end
+def spatial_step(session: FrameSession, frame: SessionFrame, result: TreeResult) -> TreeResult:
+    """3D boxes for cameras with depth (runtime/spatial.py), paired by the frame's stamp;
+    last, so they line up with the final detections (masks narrow the depth used)."""
+    if frame.stamp_ns is None or frame.camera not in session.depth:
+        return result
+    return replace(result, boxes_3d=session.boxes_3d(frame.camera, frame.stamp_ns, result))
+
+
+FRAME_STEPS: list[FrameStep] = [segment_step, track_step, spatial_step]  # in order
 
 
 def load_predictor(
@@ -143,8 +154,9 @@ def make_tracking(settings) -> Tracking | None:
 
 
 class FrameSession:
-    """Owns the predictor, its queries, the prompt state, the tracker and the per-camera stats;
-    `process` runs frames through the model (one batched call) and then FRAME_STEPS."""
+    """Owns the predictor, its queries, the prompt state, the tracker, depth pairing and the
+    per-camera stats; `process` runs frames through the model (one batched call), then
+    FRAME_STEPS."""
 
     def __init__(
         self,
@@ -163,6 +175,7 @@ class FrameSession:
         # a query registration on another thread take turns on this lock
         self.lock = lock if lock is not None else threading.Lock()
         self.stats: dict[str, CameraStats] = {}
+        self.depth: dict[str, CameraDepth] = {}  # camera -> its depth input (add_depth)
         self.state: PromptState | None = self.prepare(prompt) if prompt else None
 
     @classmethod
@@ -205,6 +218,20 @@ class FrameSession:
                 "the prompt marks labels {mask} but no SAM model is loaded: set sam_model "
                 "(e.g. facebook/sam-vit-base), or remove {mask}"
             )
+
+    def add_depth(self, camera: str, depth: CameraDepth) -> CameraDepth:
+        """Give a camera depth: its frames with a stamp get 3D boxes from now on."""
+        self.depth[camera] = depth
+        return depth
+
+    def boxes_3d(self, camera: str, stamp_ns: int, result: TreeResult):
+        """The camera's 3D boxes for a result (None: no depth paired it; counted there)."""
+        depth = self.depth.get(camera)
+        if depth is None:
+            return None
+        dets = result.detections
+        masks = [d.mask.mask if d.mask else None for d in dets]
+        return depth.boxes_3d(stamp_ns, [d.box for d in dets], result.image_size, masks)
 
     def camera_stats(self, camera: str) -> CameraStats:
         """The counters of one camera (created on first use)."""
