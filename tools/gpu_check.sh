@@ -18,13 +18,13 @@
 # RESULTS_DIR/site, put first on PYTHONPATH of the machine's python3 (which holds the CUDA torch,
 # transformers and onnxruntime; a venv made from a venv would not see them), then:
 #   1. records the machine (nvidia-smi, versions)                 -> RESULTS_DIR/env.txt
-#   2. pytest -m cuda test/test_cuda.py (CUDA vs CPU, fp16 drift)  -> cuda-tests.txt, .xml
+#   2. pytest -m cuda test/unit/test_cuda.py (CUDA vs CPU, fp16 drift)  -> cuda-tests.txt, .xml
 #   3. benchmarks/bench_gpu.py (encoder, end to end, cameras, tree, profile)
 #                                                                 -> gpu_bench.txt/.json, trace
 #   4. summary.txt with each step's exit status and the elapsed time.
 # --dry-run does the same on the CPU with the current Python (no install; WHEELS_DIR, when
 # given, is checked to hold every wheel): the CUDA tests are skipped with their reason and the
-# benchmark runs every section on tiny models. CI runs it (test/test_gpu_check.py).
+# benchmark runs every section on tiny models. CI runs it (test/unit/test_gpu_check.py).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 requirements="$repo/requirements/gpu-check.txt"
@@ -122,8 +122,8 @@ PY
 
 # ---- 2. CUDA tests ----------------------------------------------------------------------------
 set +e
-echo "[gpu_check] pytest -m cuda test/test_cuda.py"
-timeout 150 "$python" -m pytest -m cuda test/test_cuda.py -q -rs -s -p no:cacheprovider \
+echo "[gpu_check] pytest -m cuda test/unit/test_cuda.py"
+timeout 150 "$python" -m pytest -m cuda test/unit/test_cuda.py -q -rs -s -p no:cacheprovider \
   --junitxml "$results/cuda-tests.xml" 2>&1 | tee "$results/cuda-tests.txt"
 tests_rc=${PIPESTATUS[0]}
 

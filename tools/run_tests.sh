@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run): set up or refresh the environment, lint,
 # then run every test. Fails when any test fails or when no test ran.
-# Extra arguments go to pytest, e.g. `bash tools/run_tests.sh test/test_prompt.py -x`.
+# Extra arguments go to pytest, e.g. `bash tools/run_tests.sh test/unit/test_prompt.py -x`.
 # The ROS 2 distribution: a leading `--distro jazzy`, or ROS2_OWL_DISTRO (default kilted).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -1,6 +1,6 @@
 """Shared helpers of the owl_node tests: start the node process, make frames, read diagnostics.
 
-Imported by test/test_node*.py and by the peer processes (plain module, no pytest fixtures).
+Imported by test/integration/test_node*.py and by the peer processes (plain module, no pytest fixtures).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from fixtures_cli import SERVICE_CALL_UNSUPPORTED
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()
 
 RUN = (

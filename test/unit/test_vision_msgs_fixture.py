@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fixtures_ros import _import_rclpy
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "test" / "fixtures" / "vision_msgs"
 
 

@@ -18,7 +18,7 @@ from ros2_owl.core.settings import (
     setting_problem,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TYPE_NAMES = {bool: "bool", int: "int", float: "double", str: "string", tuple: "string[]"}
 
 

@@ -12,7 +12,7 @@ from fixtures_ros import _import_rclpy, child_env, peer_script
 
 from ros2_owl.ros.dds import large_image_env
 
-PROFILE = Path(__file__).resolve().parents[1] / "config" / "fastdds_large_shm.xml"
+PROFILE = Path(__file__).resolve().parents[2] / "config" / "fastdds_large_shm.xml"
 
 
 def test_720p_frames_cross_processes_with_the_profile(ros_process):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SNAPSHOT = REPO / "test" / "fixtures" / "rosdep"
 sys.path.insert(0, str(REPO / "tools"))
 from rosdep_snapshot import DISTROS, package_keys  # noqa: E402

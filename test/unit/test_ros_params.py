@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fixtures_ros import _import_rclpy
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_every_parameter_has_a_descriptor_and_is_documented_in_owl_yaml():

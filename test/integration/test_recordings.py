@@ -16,7 +16,7 @@ from fixtures_recordings import FRONT, read_bag, write_bag, write_video
 
 from ros2_owl.io.recordings import EXIT_INTERRUPTED, RecordingError, RunReport, Slice
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _interrupt_after(argv: list[str], jsonl: Path, lines: int, timeout: float = 180.0):

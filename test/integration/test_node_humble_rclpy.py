@@ -15,7 +15,7 @@ import test_node
 import test_web_bridge
 from peers.owl_support import wait_for_log
 
-HUMBLE_RCLPY = Path(__file__).parent / "peers" / "owl_node_humble_rclpy.py"
+HUMBLE_RCLPY = Path(__file__).parents[1] / "peers" / "owl_node_humble_rclpy.py"
 FALLBACK_LINE = "rclpy has no post-set parameter callback (Humble)"
 
 # test_node.py's: ~/set_prompt, bad prompts and values refused atomically, parameters applied

@@ -15,7 +15,7 @@ from ros2_owl.ros.dds import (
     profile_variables,
 )
 
-LAUNCH_FILE = Path(__file__).resolve().parents[1] / "launch" / "owl.launch.py"
+LAUNCH_FILE = Path(__file__).resolve().parents[2] / "launch" / "owl.launch.py"
 
 
 def test_launch_file_is_valid_python():

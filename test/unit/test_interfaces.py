@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fixtures_ros import _import_rclpy, peer_script
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MSG_NAMES = sorted(p.stem for p in (REPO / "msg").glob("*.msg"))
 SRV_NAMES = sorted(p.stem for p in (REPO / "srv").glob("*.srv"))
 

@@ -7,7 +7,7 @@ import ast
 import re
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "ros2_owl"
+PACKAGE = Path(__file__).resolve().parents[2] / "ros2_owl"
 MAX_FUNCTION_LINES = 60
 MAX_MODULE_LINES = 400
 

@@ -242,9 +242,9 @@ def _run_on_read_only_mount(root: Path, code: str) -> subprocess.CompletedProces
         pytest.skip("making a read-only filesystem needs unshare -m (root or CAP_SYS_ADMIN)")
     shell = 'mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" "$1" && exec "$2" -c "$3" "$1"'
     env = dict(os.environ)
-    test_dir = str(Path(__file__).parent)
+    here = Path(__file__).resolve()  # test_export (ToyEncoder) beside it, the checkout above
     env["PYTHONPATH"] = os.pathsep.join(
-        [test_dir, str(Path(test_dir).parent), env.get("PYTHONPATH", "")]
+        [str(here.parent), str(here.parents[2]), env.get("PYTHONPATH", "")]
     )
     argv = ["unshare", "-m", "sh", "-c", shell, "sh", str(root), sys.executable, code]
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)

@@ -17,7 +17,7 @@ from ros2_owl.io import result_messages
 from ros2_owl.io.bag_messages import bag_messages, interface_dir
 from ros2_owl.io.topics import OUTPUT_TOPICS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # the real vision_msgs 4.1.1 sources: the extras folder setup.sh was given (ROS2_OWL_EXTRAS, as
 # .ci/run sets it), else shared/ beside the checkout or beside its worktrees
 REAL_VISION_MSGS = next(

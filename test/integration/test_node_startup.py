@@ -127,7 +127,7 @@ def test_a_second_sigint_during_shutdown_is_harmless(tmp_path, tiny_owlvit_dir, 
     args = owl_node_args(
         "/startup_sigint", model=tiny_owlvit_dir, clip_model=tiny_clip_dir, no_frame_warning=0.0
     )
-    args[1] = str(Path(__file__).parent / "peers" / "owl_node_second_sigint.py")
+    args[1] = str(Path(__file__).parents[1] / "peers" / "owl_node_second_sigint.py")
     log = open(tmp_path / "sigint.log", "w+b")  # noqa: SIM115  read back in _finish
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=child_env())
     proc.log = log

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "ros2_owl"
+PACKAGE = Path(__file__).resolve().parents[2] / "ros2_owl"
 FRONT_ENDS = ("ros2_owl.ros", "ros2_owl.cli")
 # each layer and the packages above it, which it must never import
 NEVER_IMPORTS = {

@@ -9,7 +9,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ROS_MODULES = ("rclpy", "rosidl", "std_msgs", "sensor_msgs", "vision_msgs", "diagnostic_msgs")
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
 from check_py310 import CONSTRAINTS, JAMMY_PYTHON, newer_stdlib_uses, pins_for  # noqa: E402
 

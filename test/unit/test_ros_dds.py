@@ -18,7 +18,7 @@ from ros2_owl.ros.dds import (
     profile_variables,
 )
 
-PROFILE = Path(__file__).resolve().parents[1] / "config" / "fastdds_large_shm.xml"
+PROFILE = Path(__file__).resolve().parents[2] / "config" / "fastdds_large_shm.xml"
 
 
 def _install(prefix: Path, package: str, version: str) -> Path:
