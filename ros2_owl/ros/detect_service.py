@@ -4,8 +4,8 @@ The streaming prompt is never touched: a request gets its own encoded prompt and
 The service callback runs in a DetachedCallbackGroup (OwlExecutor runs it beside the node's other
 callbacks), hands the request to one worker thread and waits for it with the request's timeout;
 the model runs on that worker, taking turns with the frame pipeline through the session's
-encoder lock. It calls the predictor, not FrameSession.process: a one-shot result must not
-enter the camera's tracks or frame counters.
+encoder lock. It calls the predictor and the session's mask step, not FrameSession.process: a
+one-shot result must not enter the camera's tracks or frame counters.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from ros2_owl.ros.executor import DetachedCallbackGroup
 from ros2_owl.ros.guard import one_line
 from ros2_owl.ros.spatial import detection_3d_array, stamp_ns
 from ros2_owl.ros.web_bridge import select_camera
+from ros2_owl.runtime.session import SessionFrame, segment_step
 from ros2_owl.srv import Detect
 
 __all__ = ["DEFAULT_TIMEOUT_S", "DetectService", "LatestFrames"]
@@ -88,6 +89,9 @@ class DetectService:
             resp.tree = messages.tree_array(answer.result, answer.header)
             if answer.msg_3d is not None:
                 resp.has_3d, resp.detections_3d = True, answer.msg_3d
+            masks = messages.mask_image(answer.result, answer.header)
+            if masks is not None:  # prompts with {mask} labels, found or not
+                resp.has_masks, resp.masks = True, masks
         first = answer.message.splitlines()[0] if answer.message else ""
         self._node.get_logger().info(f"detect {req.prompt!r:.80}: {first:.200}")
         return resp
@@ -122,10 +126,11 @@ class DetectService:
     def _run(self, prompt: str, cam, timeout: float) -> _Answer:
         """Worker thread: encode the prompt, wait for a frame, run the model, build the 3D."""
         node = self._node
-        live, predictor = node.active, node.predictor
-        if predictor is None or live.config is None:
+        live, predictor, session = node.active, node.predictor, node.session
+        if predictor is None or session is None or live.config is None:
             return _Answer(False, f"the node is {node.phase}: detect needs it active")
         try:
+            session.check_masks(prompt)  # {mask} without a sam_model: one line
             state = predictor.prepare(prompt, label_thresholds=live.settings.label_threshold_map())
         except (PromptError, ValueError) as exc:
             return _Answer(False, caret_message(prompt, exc))
@@ -136,6 +141,7 @@ class DetectService:
             image = message_to_rgb(msg)
             with node.encoder_lock:
                 result = predictor.predict(image, state, live.config)
+                result = segment_step(session, SessionFrame(cam.resolved_topic, image), result)
         except (ImageConversionError, ValueError) as exc:
             return _Answer(False, f"the newest frame of {cam.resolved_topic}: {one_line(exc)}")
         return _Answer(True, "ok", result, msg.header, self._boxes_3d(cam, result, msg.header))

@@ -292,6 +292,7 @@ def test_detect_refuses_bad_requests_with_one_line_and_stays_up(robot):
         (dict(prompt="[a cup]", camera="nowhere"), "names no camera"),
         (dict(prompt="[a cup]", timeout=-1.0), "timeout must be"),
         (dict(prompt="[a cup]", timeout=1e-9), "timed out"),
+        (dict(prompt="[a cup {mask}]"), "no SAM model is loaded"),
     ]
     for fields, words in cases:
         resp = robot.detect(**fields)

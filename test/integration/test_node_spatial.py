@@ -211,3 +211,27 @@ def test_masks_are_a_label_image_aligned_to_the_input(spatial):
         cx, cy = box.center.position.x, box.center.position.y
         assert cx - box.size_x / 2 <= xs.min() and xs.max() + 1 <= cx + box.size_x / 2 + 1e-6
         assert cy - box.size_y / 2 <= ys.min() and ys.max() + 1 <= cy + box.size_y / 2 + 1e-6
+
+
+def test_detect_answers_with_masks_and_3d_for_its_own_prompt(spatial):
+    """~/detect runs the session's mask step on its prompt, and 3D over the masks."""
+    from ros2_owl.srv import Detect
+
+    spatial.frame_3d()  # the newest frame has its depth and intrinsics
+
+    def detect(prompt: str):
+        request = Detect.Request(prompt=prompt, timeout=20.0)
+        resp = spatial.ros.call(Detect, f"{NS}/owl_node/detect", request, 60.0)
+        assert resp.success, resp.message
+        return resp
+
+    resp = detect("[a box {mask}]")
+    masks = resp.masks
+    assert resp.has_masks and masks.header == resp.tree.header
+    assert (masks.width, masks.height, masks.encoding, masks.step) == (W, H, "mono16", 2 * W)
+    labels = np.frombuffer(bytes(masks.data), "<u2").reshape(H, W)
+    marked = {d.id for d in resp.tree.detections if d.has_mask}
+    assert marked and set(np.unique(labels)) - {0} <= marked
+    assert resp.has_3d and resp.detections_3d.detections
+    plain = detect("[a box]")  # no {mask}: no mask image
+    assert not plain.has_masks and plain.tree.detections
