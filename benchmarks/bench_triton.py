@@ -122,7 +122,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-triton-"))
     cache = str(work / "cache")
     build = [
-        sys.executable, "-m", "ros2_owl.backends.build_engine", "--model", owl_id, "--no-clip",
+        sys.executable, "-m", "ros2_owl.cli.build_engine", "--model", owl_id, "--no-clip",
         "--cache-dir", cache, "--max-batch", "4", "--triton-repo", str(work / "models"),
         "--triton-instance-kind", "cpu", "--triton-max-queue-delay-us",
         str(args.max_queue_delay_us),

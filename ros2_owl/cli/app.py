@@ -59,11 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(serve, outputs=False)
     add_serve_arguments(serve)
     serve.set_defaults(func=cmd_serve)
-    from ..backends import build_engine
+    from .build_engine import add_arguments, run
 
     engine = sub.add_parser("build-engine", help="export ONNX / build TensorRT engines")
-    build_engine.add_arguments(engine)
-    engine.set_defaults(func=build_engine.run)
+    add_arguments(engine)
+    engine.set_defaults(func=run)
     from .recordings import add_subcommands  # bag and video, with detect's options
 
     add_subcommands(sub)

@@ -9,7 +9,6 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from ros2_owl.backends.build_engine import main
 from ros2_owl.backends.cache import ArtefactCache
 from ros2_owl.backends.triton_repo import (
     BatchingOptions,
@@ -17,6 +16,7 @@ from ros2_owl.backends.triton_repo import (
     auto_wire_dtype,
     wire_sample,
 )
+from ros2_owl.cli.build_engine import main
 
 
 def parse_config(folder) -> model_config_pb2.ModelConfig:

@@ -2,9 +2,9 @@
 
     ros2-owl build-engine --model google/owlvit-base-patch32 --backend tensorrt --device cuda
     ros2 run ros2_owl build_engine --backend onnxruntime
-    python -m ros2_owl.backends.build_engine --list
+    python -m ros2_owl.cli.build_engine --list
 
-Artefacts land in the cache (``$ROS2_OWL_CACHE`` or ``~/.cache/ros2_owl``, see cache.py), where
+Artefacts land in the cache (``$ROS2_OWL_CACHE`` or ``~/.cache/ros2_owl``, see backends/cache.py), where
 the predictor finds them when it starts with the same model, backend, precision and
 max_regions. A long TensorRT build shows its phases; errors print one clear line, no traceback.
 """
@@ -288,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point for `python -m ros2_owl.backends.build_engine` and the ROS executable."""
+    """Entry point for `python -m ros2_owl.cli.build_engine` and the ROS executable."""
     parser = argparse.ArgumentParser(
         prog="build_engine",
         description="Export ONNX graphs / build TensorRT engines into the cache.",

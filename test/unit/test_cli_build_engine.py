@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
-from ros2_owl.backends.build_engine import add_arguments, main
 from ros2_owl.backends.cache import ArtefactCache
+from ros2_owl.cli.build_engine import add_arguments, main
 
 
 def test_add_arguments_defaults():
@@ -119,7 +119,7 @@ def test_auto_measures_once_and_lists_its_choice(tmp_path, capsys, tiny_owlvit_d
 def test_progress_is_a_bar_on_a_terminal_and_lines_otherwise():
     import io
 
-    from ros2_owl.backends.build_engine import LineProgress
+    from ros2_owl.cli.build_engine import LineProgress
 
     out = io.StringIO()
     bar = LineProgress(out, use_bar=True, total=2)
