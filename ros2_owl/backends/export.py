@@ -8,9 +8,7 @@ module; a graph that disagrees beyond tolerance raises ExportError and is never 
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
 import logging
 import os
 import warnings
@@ -30,6 +28,10 @@ from ros2_owl.backends.cache import (
 )
 
 LOG = logging.getLogger(__name__)
+# torch's exporter trips over its own pytree deprecation: not the user's concern. One filter
+# for the process (warnings.catch_warnings around an export on a background thread is not
+# thread-safe: it resets the filters of every thread on exit).
+warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
 
 OPSET = 18
 INPUT_NAME = "pixel_values"
@@ -178,16 +180,11 @@ def export_onnx(
     dynamic = None
     if max_batch >= 2:
         dynamic = {arg: {0: torch.export.Dim("batch", min=1, max=max_batch)}}
-    log = io.StringIO()
     try:
-        with (
-            contextlib.redirect_stdout(log),
-            warnings.catch_warnings(),
-            torch.inference_mode(False),
-            torch.no_grad(),
-        ):
-            # torch's exporter trips over its own pytree deprecation; not the user's concern.
-            warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+        # verbose=False, not redirect_stdout: sys.stdout is the whole process's, and an export
+        # on the background upgrade's thread swallowed what other threads printed (serve's
+        # "serving <url>" line)
+        with torch.inference_mode(False), torch.no_grad():
             torch.onnx.export(
                 module,
                 (example,),
@@ -199,11 +196,12 @@ def export_onnx(
                 opset_version=opset,
                 external_data=False,
                 optimize=True,
+                verbose=False,
             )
     except Exception as err:
         raise ExportError(
             f"torch.onnx.export(dynamo=True) failed for {type(module).__name__}: "
-            f"{type(err).__name__}: {err}\n{log.getvalue()[-2000:]}"
+            f"{type(err).__name__}: {err}"
         ) from err
     if not Path(path).is_file():
         raise ExportError(f"torch.onnx.export wrote no file at {path}")

@@ -42,6 +42,7 @@ def open_source_from_args(args):
 
 def cmd_serve(args) -> int:
     """`serve`: open the source first (a missing camera is one line), then load and serve."""
+    from ..core.encoder_upgrade import exit_if_upgrading, start_upgrade
     from ..runtime.session import FrameSession, load_predictor
     from ..web import serve as web_serve
     from ..web.sources import SourceError
@@ -55,11 +56,19 @@ def cmd_serve(args) -> int:
     args.prompt = args.prompt or DEMO_PROMPT
     try:
         settings = settings_of(args)
-        # serve measures backend auto before serving (backend_upgrade is the node's and
-        # detect's): an upgrade running beside the page's frames stalled them in CI
-        predictor = load_predictor(settings, upgrade="wait")
-        # --track: one camera's frames
-        session = FrameSession.from_settings(settings, predictor=predictor)
-        return web_serve.run(args, session, source, args.prompt)
+        # a server runs long enough: torch serves the page at once, backend auto's winner is
+        # swapped in between frames (backend_upgrade: wait measures first)
+        predictor = load_predictor(settings, upgrade=settings.backend_upgrade)
+        # --track: one camera's frames; a bad prompt fails here, before the upgrade starts
+        session = FrameSession.from_settings(settings, args.prompt, predictor=predictor)
+        start_upgrade(predictor, print_to_stderr)
+        code = web_serve.run(args, session, source, args.prompt)
     finally:
         source.close()
+    exit_if_upgrading(predictor, code)
+    return code
+
+
+def print_to_stderr(message: str) -> None:
+    """serve's progress lines (the upgrade's): stderr, stdout carries the `serving` line."""
+    print(message, file=sys.stderr, flush=True)

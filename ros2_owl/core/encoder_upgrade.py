@@ -11,6 +11,8 @@ adaptive region resolution has run: its buckets are exported from that module on
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -151,3 +153,15 @@ def upgrade_running(predictor) -> bool:
     """Whether this predictor's upgrade thread is still at work (an export, a measurement)."""
     upgrade = getattr(predictor, "upgrade", None)
     return upgrade is not None and upgrade.running()
+
+
+def exit_if_upgrading(predictor, code: int) -> None:
+    """End the process now with `code` when the upgrade's thread is still inside torch (an
+    ONNX export): the interpreter's exit would abort under it ("terminate called without an
+    active exception"). Called last by the node and serve; the export writes to a temporary
+    directory, so nothing half-written is left in the cache."""
+    cancel_upgrade(predictor)
+    if upgrade_running(predictor):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)

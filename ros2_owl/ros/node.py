@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import os
 import signal
 import sys
 import threading
@@ -29,7 +28,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.timer import Timer
 from sensor_msgs.msg import CompressedImage, Image
 
-from ros2_owl.core.encoder_upgrade import cancel_upgrade, start_upgrade, upgrade_running
+from ros2_owl.core.encoder_upgrade import cancel_upgrade, exit_if_upgrading, start_upgrade
 from ros2_owl.core.predictor import TreePredictor
 from ros2_owl.core.prompt import PromptError, caret_message
 from ros2_owl.core.settings import Settings
@@ -425,10 +424,5 @@ def main(args: list[str] | None = None) -> int:
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
-        if upgrade_running(predictor):
-            # its thread is inside torch (an ONNX export): the interpreter's exit would abort
-            # the process ("terminate called"); the export writes to a temporary directory
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(0)
+    exit_if_upgrading(predictor, 0)
     return 0

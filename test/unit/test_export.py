@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import onnx
 import pytest
 import torch
@@ -59,6 +61,28 @@ def test_export_has_named_outputs_and_dynamic_batch(tmp_path):
     reports = verify_onnx(path, ToyEncoder(), batch_sizes=(1, 3, 4))
     assert [r.batch_size for r in reports] == [1, 3, 4]
     assert all(r.ok for r in reports)
+
+
+def test_an_export_on_a_thread_leaves_what_other_threads_print_alone(tmp_path, capsys):
+    """The background upgrade exports beside serve's frames: its prints (serve's URL) stay."""
+    done = threading.Event()
+
+    def export():
+        try:
+            export_onnx(ToyEncoder(), tmp_path / "toy.onnx", max_batch=2)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=export)
+    thread.start()
+    printed = 0
+    while not done.wait(0.005):  # print all through the export (a loop, not a wait for it)
+        print("a line of the main thread")
+        printed += 1
+    thread.join()
+    out = capsys.readouterr().out
+    assert printed > 0 and out.count("a line of the main thread") == printed
+    assert "[torch.onnx]" not in out  # the exporter itself is quiet
 
 
 def test_graph_that_disagrees_with_torch_is_not_cached(cache):
