@@ -23,7 +23,7 @@ from peers.owl_support import (
     wait_for_service_or_exit,
 )
 from scipy.spatial.transform import Rotation
-from test_node_spatial import DEPTH_M, H, W, camera_info, depth_msg
+from test_node_spatial import DEPTH_M, DepthCameraProbe, H, W, camera_info, depth_msg
 
 NS = "/owl_robot"
 PROMPT = "[a box [a corner]]"
@@ -43,36 +43,25 @@ def tf_msg(parent: str, child: str, stamp_ns: int, xyz, quat):
     return TFMessage(transforms=[t])
 
 
-class Robot:
-    """The running node plus the probe's publishers and collectors."""
+class Robot(DepthCameraProbe):
+    """The robot node's probe: also /tf, the prompt topic, markers and annotations."""
 
     def __init__(self, harness: RosHarness, proc: RosProcess):
-        from diagnostic_msgs.msg import DiagnosticArray
         from foxglove_msgs.msg import ImageAnnotations
-        from rclpy.qos import qos_profile_sensor_data
-        from sensor_msgs.msg import CameraInfo, Image
         from std_msgs.msg import String
         from tf2_msgs.msg import TFMessage
-        from vision_msgs.msg import Detection2DArray, Detection3DArray
         from visualization_msgs.msg import MarkerArray
 
         from ros2_owl.ros.prompt_topic import STATUS_QOS
         from ros2_owl.ros.tf_listener import DYNAMIC_QOS, STATIC_QOS
 
-        self.ros, self.proc, self.stamp = harness, proc, 100
-        sensor = qos_profile_sensor_data
-        self.image = harness.publisher(Image, f"{NS}/cam/image", sensor)
-        self.depth = harness.publisher(Image, f"{NS}/cam/depth", sensor)
-        self.info = harness.publisher(CameraInfo, f"{NS}/cam/camera_info", sensor)
+        super().__init__(harness, proc, NS)
         self.tf = harness.publisher(TFMessage, "/tf", DYNAMIC_QOS)
         self.tf_static = harness.publisher(TFMessage, "/tf_static", STATIC_QOS)
         self.prompt = harness.publisher(String, f"{NS}/prompt", 5)
         self.status = harness.collector(String, f"{NS}/owl_node/prompt_status", STATUS_QOS)
-        self.det2d = harness.collector(Detection2DArray, f"{NS}/detections")
-        self.det3d = harness.collector(Detection3DArray, f"{NS}/detections_3d")
         self.markers = harness.collector(MarkerArray, f"{NS}/markers")
         self.notes = harness.collector(ImageAnnotations, f"{NS}/image_annotations")
-        self.diag = harness.collector(DiagnosticArray, "/diagnostics")
 
     def send(self, frame_id: str, stamp: int | None = None):
         """CameraInfo, depth (10 ms earlier) and the image of one stamp -> that stamp."""

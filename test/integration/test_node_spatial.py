@@ -51,26 +51,36 @@ def camera_info():
     return msg
 
 
-class Spatial:
-    """The running node plus the probe's publishers and collectors."""
+class DepthCameraProbe:
+    """A running node with one RGB-D camera `cam` under `ns`: the probe's image, depth and
+    CameraInfo publishers and its 2D, 3D and diagnostics collectors (test_node_robot too)."""
 
-    def __init__(self, harness: RosHarness, proc: RosProcess):
+    def __init__(self, harness: RosHarness, proc: RosProcess, ns: str):
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.qos import qos_profile_sensor_data
-        from ros2_owl.msg import TreeDetectionArray
         from sensor_msgs.msg import CameraInfo, Image
         from vision_msgs.msg import Detection2DArray, Detection3DArray
 
         self.ros, self.proc, self.stamp = harness, proc, 100
         sensor = qos_profile_sensor_data
-        self.image = harness.publisher(Image, f"{NS}/cam/image", sensor)
-        self.depth = harness.publisher(Image, f"{NS}/cam/depth", sensor)
-        self.info = harness.publisher(CameraInfo, f"{NS}/cam/camera_info", sensor)
-        self.det2d = harness.collector(Detection2DArray, f"{NS}/detections")
-        self.det3d = harness.collector(Detection3DArray, f"{NS}/detections_3d")
+        self.image = harness.publisher(Image, f"{ns}/cam/image", sensor)
+        self.depth = harness.publisher(Image, f"{ns}/cam/depth", sensor)
+        self.info = harness.publisher(CameraInfo, f"{ns}/cam/camera_info", sensor)
+        self.det2d = harness.collector(Detection2DArray, f"{ns}/detections")
+        self.det3d = harness.collector(Detection3DArray, f"{ns}/detections_3d")
+        self.diag = harness.collector(DiagnosticArray, "/diagnostics")
+
+
+class Spatial(DepthCameraProbe):
+    """The spatial node's probe: also its tree and masks."""
+
+    def __init__(self, harness: RosHarness, proc: RosProcess):
+        from ros2_owl.msg import TreeDetectionArray
+        from sensor_msgs.msg import Image
+
+        super().__init__(harness, proc, NS)
         self.tree = harness.collector(TreeDetectionArray, f"{NS}/tree")
         self.masks = harness.collector(Image, f"{NS}/masks")
-        self.diag = harness.collector(DiagnosticArray, "/diagnostics")
 
     def frame_3d(self, encoding: str = "16UC1", timeout: float = 30.0):
         """Send CameraInfo, depth (stamped 10 ms before the image) and the image, re-sent until
